@@ -1,0 +1,164 @@
+"""Pooling and un-pooling, channels last, any spatial rank.
+
+Signatures follow flax: ``f(x, window_shape, strides=None, padding='VALID')`` with ``x`` of shape
+[N, *spatial, C]; ``strides=None`` means 1 in every dim (pass ``strides=window_shape`` for the usual
+non-overlapping pooling). ``padding`` takes every spec of `cnn_jax.arithmetic`.
+"""
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from cnn_jax import arithmetic
+from cnn_jax.arithmetic import Padding
+
+IntOrSeq = int | Sequence[int]
+
+
+def _resolve(x: jax.Array, window_shape: IntOrSeq, strides: IntOrSeq | None, padding: Padding):
+  rank = x.ndim - 2
+  if rank < 1:
+    raise ValueError(f'Pooling expects [N, *spatial, C], got shape {x.shape}; add a batch axis '
+                     'with x[None] or a channel axis with x[..., None].')
+  window = arithmetic.as_tuple(window_shape, rank, 'window_shape')
+  strides = arithmetic.as_tuple(1 if strides is None else strides, rank, 'strides')
+  geometry = arithmetic.conv_geometry(x.shape[1:-1], window, strides, padding)
+  return window, strides, geometry.padding
+
+
+def _reduce(x, init, op, window, strides, pads):
+  return lax.reduce_window(x, init, op, (1, *window, 1), (1, *strides, 1),
+                           ((0, 0), *pads, (0, 0)))
+
+
+def max_pool(x: jax.Array, window_shape: IntOrSeq, strides: IntOrSeq | None = None,
+             padding: Padding = 'VALID') -> jax.Array:
+  """Maximum over each window; padding never wins. [N, *S, C] -> [N, *S', C]."""
+  window, strides, pads = _resolve(x, window_shape, strides, padding)
+  return _reduce(x, -jnp.inf, lax.max, window, strides, pads)
+
+
+def avg_pool(x: jax.Array, window_shape: IntOrSeq, strides: IntOrSeq | None = None,
+             padding: Padding = 'VALID', count_include_pad: bool = True) -> jax.Array:
+  """Mean over each window; with ``count_include_pad=False`` padded zeros are not counted."""
+  window, strides, pads = _resolve(x, window_shape, strides, padding)
+  total = _reduce(x, 0.0, lax.add, window, strides, pads)
+  if count_include_pad:
+    return total / math.prod(window)
+  counts = _reduce(jnp.ones((1, *x.shape[1:-1], 1), x.dtype), 0.0, lax.add, window, strides, pads)
+  return total / counts
+
+
+def lp_pool(x: jax.Array, window_shape: IntOrSeq, strides: IntOrSeq | None = None,
+            padding: Padding = 'VALID', p: float = 2.0) -> jax.Array:
+  """``(sum |x|^p)^(1/p)`` over each window: L2-norm pooling for ``p=2``, max pooling as p -> inf."""
+  window, strides, pads = _resolve(x, window_shape, strides, padding)
+  total = _reduce(jnp.abs(x) ** p, 0.0, lax.add, window, strides, pads)
+  # The root has an infinite slope at 0: route all-zero windows through a safe value.
+  positive = total > 0
+  return jnp.where(positive, jnp.where(positive, total, 1.0) ** (1.0 / p), 0.0)
+
+
+def _windows(x: jax.Array, window: Sequence[int], strides: Sequence[int],
+             pads: Sequence[tuple[int, int]], pad_value) -> jax.Array:
+  """Every window as a trailing axis: [N, *S, C] -> [N, *S', C, prod(window)]."""
+  padded = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=pad_value)
+  out = [(n - w) // s + 1 for n, w, s in zip(padded.shape[1:-1], window, strides)]
+  taps = []
+  for offset in itertools.product(*(range(w) for w in window)):
+    limit = [o + (n - 1) * s + 1 for o, n, s in zip(offset, out, strides)]
+    taps.append(lax.slice(padded, (0, *offset, 0), (x.shape[0], *limit, x.shape[-1]),
+                          (1, *strides, 1)))
+  return jnp.stack(taps, axis=-1)
+
+
+def stochastic_pool(x: jax.Array, window_shape: IntOrSeq, strides: IntOrSeq | None = None,
+                    padding: Padding = 'VALID', *, rng: jax.Array | None = None,
+                    train: bool = False) -> jax.Array:
+  """Stochastic pooling (Zeiler & Fergus, 2013) of non-negative activations (e.g. after ReLU).
+
+  In each window, ``p_i = a_i / sum(a)``. Training (``train=True``, ``rng`` given) outputs one
+  activation sampled with probabilities ``p``; evaluation outputs the expectation ``sum(p_i a_i)``.
+  Negative inputs are treated as 0 in ``p``; an all-zero window gives 0.
+  """
+  window, strides, pads = _resolve(x, window_shape, strides, padding)
+  taps = _windows(x, window, strides, pads, 0.0)
+  weights = jnp.maximum(taps, 0.0)
+  total = weights.sum(-1, keepdims=True)
+  nonzero = total > 0
+  probs = jnp.where(nonzero, weights / jnp.where(nonzero, total, 1.0), 1.0 / taps.shape[-1])
+  if not train:
+    return (probs * taps).sum(-1)
+  if rng is None:
+    raise ValueError('stochastic_pool(train=True) samples an activation per window and needs a '
+                     'PRNG key: pass rng=key (e.g. self.make_rng("dropout") inside a module).')
+  logits = jnp.where(probs > 0, jnp.log(jnp.where(probs > 0, probs, 1.0)), -jnp.inf)
+  pick = jax.random.categorical(rng, lax.stop_gradient(logits), axis=-1)
+  return jnp.take_along_axis(taps, pick[..., None], axis=-1)[..., 0]
+
+
+def global_avg_pool(x: jax.Array, keepdims: bool = False) -> jax.Array:
+  """Mean over all spatial dims: [N, *S, C] -> [N, C] (or [N, 1, ..., 1, C])."""
+  return x.mean(axis=tuple(range(1, x.ndim - 1)), keepdims=keepdims)
+
+
+def global_max_pool(x: jax.Array, keepdims: bool = False) -> jax.Array:
+  """Maximum over all spatial dims: [N, *S, C] -> [N, C] (or [N, 1, ..., 1, C])."""
+  return x.max(axis=tuple(range(1, x.ndim - 1)), keepdims=keepdims)
+
+
+def channel_max_pool(x: jax.Array, pool_size: int) -> jax.Array:
+  """Cross-channel (maxout) pooling: the max of each group of ``pool_size`` adjacent channels."""
+  channels = x.shape[-1]
+  if channels % pool_size:
+    raise ValueError(f'channel_max_pool: {channels} channels do not split into groups of '
+                     f'pool_size={pool_size}; use a pool_size that divides the channel count.')
+  return x.reshape(*x.shape[:-1], channels // pool_size, pool_size).max(-1)
+
+
+def max_pool_with_indices(x: jax.Array, window_shape: IntOrSeq, strides: IntOrSeq | None = None,
+                          padding: Padding = 'VALID') -> tuple[jax.Array, jax.Array]:
+  """Max pooling that also returns where each maximum came from (SegNet's pooling indices).
+
+  Returns:
+    ``(pooled [N, *S', C], indices [N, *S', C])`` with ``indices`` the flat position of the maximum
+    in the input's spatial dims (row-major over ``S``, per example and channel), as in PyTorch.
+  """
+  window, strides, pads = _resolve(x, window_shape, strides, padding)
+  taps = _windows(x, window, strides, pads, -jnp.inf)
+  spatial = x.shape[1:-1]
+  positions = jnp.arange(math.prod(spatial), dtype=jnp.int32).reshape(1, *spatial, 1)
+  position_taps = _windows(positions, window, strides, pads, -1)
+  best = jnp.argmax(taps, axis=-1)
+  pooled = jnp.take_along_axis(taps, best[..., None], axis=-1)[..., 0]
+  indices = jnp.take_along_axis(jnp.broadcast_to(position_taps, taps.shape), best[..., None],
+                                axis=-1)[..., 0]
+  return pooled, indices
+
+
+def max_unpool(x: jax.Array, indices: jax.Array, output_shape: Sequence[int]) -> jax.Array:
+  """Un-pooling: puts each value back where `max_pool_with_indices` found it, zeros elsewhere.
+
+  Args:
+    x: [N, *S', C] values (e.g. decoder features).
+    indices: [N, *S', C] flat input positions from `max_pool_with_indices`.
+    output_shape: the spatial shape ``S`` of the pooled input.
+
+  Returns:
+    [N, *S, C]; gradients flow to ``x`` through the positions.
+  """
+  if x.shape != indices.shape:
+    raise ValueError(f'max_unpool: values {x.shape} and indices {indices.shape} must have the same '
+                     'shape; pass the indices returned by max_pool_with_indices for this tensor.')
+  n, channels = x.shape[0], x.shape[-1]
+  size = int(np.prod(output_shape))
+  flat_x = x.reshape(n, -1, channels)
+  flat_i = indices.reshape(n, -1, channels)
+  out = jnp.zeros((n, size, channels), x.dtype)
+  out = out.at[jnp.arange(n)[:, None, None], flat_i, jnp.arange(channels)].set(flat_x)
+  return out.reshape(n, *output_shape, channels)

@@ -1,0 +1,15 @@
+"""Test set-up: 4 forced CPU devices, configured before jax is first imported."""
+
+import os
+
+os.environ['XLA_FLAGS'] = ' '.join([
+    os.environ.get('XLA_FLAGS', ''),
+    '--xla_force_host_platform_device_count=4',
+    # A multi-device CPU collective that waits on a stuck peer fails fast instead of hanging.
+    '--xla_cpu_collective_call_terminate_timeout_seconds=10',
+]).strip()
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+jax.config.update('jax_threefry_partitionable', True)
