@@ -1,0 +1,160 @@
+"""grain input pipelines that yield global `jax.Array` batches laid out on the device mesh.
+
+Training: each process reads its contiguous shard of the split, reshuffled every epoch from
+``(seed, epoch)``; batches are augmented with vectorised numpy and normalised. Batch ``t`` of the
+stream depends only on ``(seed, t)``, so a run resumed at step ``t`` sees exactly the batches an
+uninterrupted run would have seen. Evaluation pads the last batch and marks padding with
+``mask == 0``, so every example counts exactly once.
+"""
+
+import collections
+import functools
+from collections.abc import Iterator
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from PIL import Image
+
+from cnn_jax.data import augment
+from cnn_jax.data.sources import Source
+
+
+def _resize(example: dict, size: int) -> dict:
+  """Resizes the shorter side to ``size`` and centre-crops (for variable-size images)."""
+  image = example['image']
+  height, width = image.shape[:2]
+  scale = size / min(height, width)
+  resized = np.asarray(Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).resize(
+      (max(size, round(width * scale)), max(size, round(height * scale))), Image.BILINEAR))
+  resized = resized.reshape(*resized.shape[:2], image.shape[-1])
+  top, left = (resized.shape[0] - size) // 2, (resized.shape[1] - size) // 2
+  return {**example, 'image': resized[top:top + size, left:left + size]}
+
+
+def _normalize(images: np.ndarray, config: ml_collections.ConfigDict) -> np.ndarray:
+  x = images.astype(np.float32)
+  if images.dtype == np.uint8:
+    x = x / 255.0
+  return (x - np.asarray(config.mean, np.float32)) / np.asarray(config.std, np.float32)
+
+
+def _augment(batch: dict, rng: np.random.Generator, config: ml_collections.ConfigDict) -> dict:
+  x = batch['image']
+  spatial_rank = x.ndim - 2
+  if config.crop_padding:
+    x = augment.random_crop(x, rng, config.crop_padding)
+  if config.flip:
+    x = augment.random_flip(x, rng)
+  if spatial_rank == 2 and (config.rotate_degrees or tuple(config.scale) != (1.0, 1.0)):
+    x = augment.random_affine(x, rng, config.rotate_degrees, tuple(config.scale))
+  if spatial_rank == 1 and config.shift:
+    x = augment.random_shift(x, rng, config.shift)
+  return {**batch, 'image': x}
+
+
+def _examples(source: Source, config: ml_collections.ConfigDict) -> grain.MapDataset:
+  dataset = grain.MapDataset.source(source.records)
+  if None in source.example_shape:
+    dataset = dataset.map(functools.partial(_resize, size=config.image_size))
+  return dataset
+
+
+def _local_batch_size(global_batch: int, mesh: Mesh) -> int:
+  if global_batch % mesh.devices.size:
+    raise ValueError(f'The global batch size {global_batch} must be divisible by the number of '
+                     f'devices ({mesh.devices.size}); pick a multiple of {mesh.devices.size}.')
+  return global_batch // jax.process_count()
+
+
+def _to_global(batch: dict, mesh: Mesh) -> dict:
+  sharding = NamedSharding(mesh, PartitionSpec('data'))
+  return {k: jax.make_array_from_process_local_data(sharding, np.ascontiguousarray(v))
+          for k, v in batch.items()}
+
+
+def _prefetch(batches: Iterator[dict], mesh: Mesh, size: int = 2) -> Iterator[dict]:
+  """Keeps ``size`` batches already transferred to the devices ahead of the consumer."""
+  queue = collections.deque()
+  for batch in batches:
+    queue.append(_to_global(batch, mesh))
+    if len(queue) > size:
+      yield queue.popleft()
+  yield from queue
+
+
+def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
+  return grain.ReadOptions(num_threads=config.num_threads, prefetch_buffer_size=config.prefetch)
+
+
+def steps_per_epoch(source: Source, global_batch: int) -> int:
+  """Full global batches in one pass over the training split (what each process can feed)."""
+  per_process = len(source) // jax.process_count()
+  return max(1, per_process // (global_batch // jax.process_count()))
+
+
+def train_batches(source: Source, config: ml_collections.ConfigDict, mesh: Mesh,
+                  start_step: int = 0) -> Iterator[dict]:
+  """Endless training batches ``{'image', 'label'}`` starting at batch ``start_step``."""
+  data = config.data
+  local_batch = _local_batch_size(config.batch_size, mesh)
+  per_process = len(source) // jax.process_count()
+  if per_process < local_batch:
+    raise ValueError(f'{source.name} {source.split} has {len(source)} examples, fewer than one '
+                     f'batch of {config.batch_size} per process; lower config.batch_size.')
+  start = jax.process_index() * per_process
+  dataset = _examples(source, data)[start:start + per_process]
+  dataset = dataset.shuffle(seed=config.seed).repeat()  # a new order every epoch
+  dataset = dataset.batch(local_batch, drop_remainder=True)
+  dataset = dataset.random_map(functools.partial(_augment, config=data.augment),
+                               seed=config.seed + 1)
+  dataset = dataset.map(lambda b: {'image': _normalize(b['image'], data),
+                                   'label': np.asarray(b['label'], np.int32)})
+  # Batch t of this stream depends on (seed, t) alone: resuming at start_step is exact.
+  stream = iter(dataset[start_step:].to_iter_dataset(_read_options(data)))
+  return _prefetch(stream, mesh)
+
+
+def eval_batches(source: Source, config: ml_collections.ConfigDict, mesh: Mesh) -> Iterator[dict]:
+  """One pass over ``source``: batches ``{'image', 'label', 'mask'}``, padding masked out.
+
+  Every process yields the same number of batches (collectives need it); the shards' examples
+  are contiguous, padded at the end.
+  """
+  data = config.data
+  local_batch = _local_batch_size(config.eval_batch_size, mesh)
+  per_process = -(-len(source) // jax.process_count())
+  start = jax.process_index() * per_process
+  dataset = _examples(source, data)[start:min(start + per_process, len(source))]
+  num_batches = -(-per_process // local_batch)
+
+  def pad(batch: dict) -> dict:
+    count = len(batch['label'])
+    images = _normalize(np.asarray(batch['image']), data)
+    filler = local_batch - count
+    return {
+        'image': np.concatenate([images, np.zeros((filler, *images.shape[1:]), images.dtype)]),
+        'label': np.concatenate([np.asarray(batch['label'], np.int32), np.zeros(filler, np.int32)]),
+        'mask': np.concatenate([np.ones(count, np.float32), np.zeros(filler, np.float32)]),
+    }
+
+  def batches() -> Iterator[dict]:
+    produced = 0
+    for batch in dataset.batch(local_batch).map(pad).to_iter_dataset(_read_options(data)):
+      produced += 1
+      yield batch
+    empty = pad({'image': np.zeros((0, *source_shape(source, data)), np.uint8),
+                 'label': np.zeros(0, np.int32)})
+    for _ in range(num_batches - produced):
+      yield empty
+
+  return _prefetch(batches(), mesh)
+
+
+def source_shape(source: Source, data: ml_collections.ConfigDict) -> tuple:
+  """Shape of one preprocessed example (variable-size images are resized to image_size)."""
+  if None in source.example_shape:
+    return (data.image_size, data.image_size, source.example_shape[-1])
+  return source.example_shape

@@ -1,0 +1,62 @@
+"""Random-access TFDS sources by name, read from array_record files without TensorFlow."""
+
+import dataclasses
+import os
+
+import tensorflow_datasets as tfds
+
+from cnn_jax.data import digits, mnist1d
+
+# Our own builders, prepared on first use (seconds, no download).
+OFFLINE_BUILDERS = {'digits': digits.Digits, 'mnist1d': mnist1d.Mnist1d}
+DEFAULT_DATA_DIR = os.path.join('~', 'tensorflow_datasets')
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """A dataset split as a random-access sequence of ``{'image', 'label'}`` examples."""
+  records: object
+  num_classes: int
+  example_shape: tuple  # may hold None for variable-size images (e.g. ImageNet)
+  name: str
+  split: str
+
+  def __len__(self) -> int:
+    return len(self.records)
+
+
+def prepare_command(name: str, data_dir: str) -> str:
+  return (f"pip install -e '.[prepare]' && tfds build {name} --data_dir={data_dir} "
+          '--file_format=array_record')
+
+
+def load(name: str, split: str, data_dir: str | None = None) -> Source:
+  """Opens ``name``'s ``split`` (a TFDS split spec, e.g. 'train[:90%]') from ``data_dir``.
+
+  Raises:
+    FileNotFoundError: a catalogue dataset that is not prepared as array_record in ``data_dir``;
+      the message holds the command that prepares it.
+  """
+  data_dir = os.path.expanduser(data_dir or DEFAULT_DATA_DIR)
+  if name in OFFLINE_BUILDERS:
+    builder = OFFLINE_BUILDERS[name](data_dir=data_dir, file_format='array_record')
+    if not builder.is_prepared():
+      builder.download_and_prepare()
+  else:
+    try:
+      builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as error:
+      raise ValueError(f'Unknown dataset {name!r}: not one of our offline builders '
+                       f'{sorted(OFFLINE_BUILDERS)} nor in the TFDS catalogue.') from error
+  try:
+    records = builder.as_data_source(split=split)
+  except Exception as error:  # pylint: disable=broad-except
+    # Unprepared or prepared as TFRecord (which has no random access): both need the same fix.
+    raise FileNotFoundError(
+        f'Dataset {name!r} (split {split!r}) is not prepared as array_record in {data_dir}. '
+        f'Prepare it once (needs TensorFlow, installed by the [prepare] extra):\n  '
+        f'{prepare_command(name, data_dir)}\nor point config.data.data_dir at a directory where '
+        'it is prepared.') from error
+  features = builder.info.features
+  return Source(records, features['label'].num_classes, tuple(features['image'].shape), name,
+                split)

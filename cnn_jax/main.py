@@ -1,0 +1,64 @@
+"""Command line: absl flags only; the work is `cnn_jax.train.loop.train_and_evaluate`.
+
+  python -m cnn_jax.main --config=experiments/X.py --workdir=DIR [--config.a.b=v ...]
+Multi-host: add --coordinator_address=HOST:PORT --num_processes=N --process_id=I on every host
+(on SLURM or Cloud TPU, omit them: JAX finds its peers itself).
+"""
+
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', 'experiments/default.py', 'Experiment config file (get_config()).', lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Run directory; default runs/<config>-<time>. The same workdir resumes.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes (hosts) in the job.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0 .. num_processes-1.')
+
+
+def _initialize_distributed() -> None:
+  import jax  # pylint: disable=g-import-not-at-top
+  if _COORDINATOR.value:
+    if _NUM_PROCESSES.value is None or _PROCESS_ID.value is None:
+      raise app.UsageError('--coordinator_address needs --num_processes and --process_id too.')
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  elif int(os.environ.get('SLURM_NTASKS', '1')) > 1 or 'TPU_WORKER_HOSTNAMES' in os.environ:
+    jax.distributed.initialize()  # auto-detects the cluster
+
+
+class _QuietOrbax:
+  """Keeps Orbax's per-save INFO chatter out of the training log (warnings still show)."""
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or '/orbax/' not in record.pathname
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments {argv[1:]}; flags are --config, --workdir, '
+                         '--config.<field>=<value> and the multi-host flags.')
+  logging.get_absl_handler().addFilter(_QuietOrbax())
+  _initialize_distributed()
+  from cnn_jax.train import loop  # pylint: disable=g-import-not-at-top
+  config_path = config_flags.get_config_filename(flags.FLAGS['config'])
+  name = os.path.splitext(os.path.basename(config_path))[0]
+  workdir = _WORKDIR.value or os.path.join('runs', f'{name}-{time.strftime("%Y%m%d-%H%M%S")}')
+  try:
+    config = _CONFIG.value  # applies the --config.* overrides
+  except (AttributeError, KeyError) as error:
+    overrides = [a for a in sys.argv[1:] if a.startswith('--config.')]
+    raise app.UsageError(
+        f'Unknown config field {error} in {overrides}: configs are locked, so a typo cannot add a '
+        'field silently. Check the spelling against the experiment file and experiments/base.py '
+        '(e.g. --config.optim.lr=0.05).') from error
+  logging.info('Training %s into %s', config_path, workdir)
+  loop.train_and_evaluate(config, workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)

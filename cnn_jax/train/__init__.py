@@ -1,0 +1,1 @@
+"""Training: state, steps, losses, metrics, optimisers, parallelism, checkpoints, logs, the loop."""

@@ -1,0 +1,161 @@
+"""`train_and_evaluate(config, workdir)`: the training loop, importable from tests and notebooks."""
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from cnn_jax import models
+from cnn_jax.data import pipeline, sources
+from cnn_jax.train import checkpoint, optim, parallel, steps
+from cnn_jax.train.losses import CLASSIFICATION_LOSSES
+from cnn_jax.train.state import TrainState
+from cnn_jax.train.writers import MetricWriter
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int):
+  """The config's model; in per-device mode BatchNorm averages its statistics over 'data'."""
+  kwargs = dict(config.model.kwargs)
+  model = models.get_model(config.model.name, num_classes=num_classes, **kwargs)
+  fields = {f.name for f in dataclasses.fields(model)}
+  if config.parallel.mode == 'pmap' and 'axis_name' in fields:
+    model = model.replace(axis_name=steps.AXIS)
+  return model
+
+
+def create_state(model, tx, example_shape, config, mesh) -> TrainState:
+  """Initialises the state directly onto the mesh, replicated."""
+
+  def init():
+    dummy = jnp.zeros((1, *example_shape), jnp.float32)
+    variables = model.init({'params': jax.random.key(config.seed)}, dummy, train=False)
+    params = variables['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
+                      ema_params=params, lr_scale=jnp.ones((), jnp.float32),
+                      plateau_best=jnp.full((), jnp.nan, jnp.float32),
+                      plateau_wait=jnp.zeros((), jnp.int32))
+
+  return jax.jit(init, out_shardings=parallel.replicated(mesh))()
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Every name the loop dispatches on, checked before any data is read or code compiled."""
+  optim.validate(config.optim)
+  if config.parallel.mode not in parallel.MODES:
+    raise ValueError(f'config.parallel.mode={config.parallel.mode!r}: expected one of '
+                     f'{parallel.MODES}.')
+  if config.loss not in CLASSIFICATION_LOSSES:
+    raise ValueError(f'config.loss={config.loss!r}: expected one of {sorted(CLASSIFICATION_LOSSES)}.')
+  if config.model.name not in models.list_models():
+    raise ValueError(f'config.model.name={config.model.name!r}: registered models are '
+                     f'{", ".join(models.list_models())}.')
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains ``config`` into ``workdir``, resuming from its latest checkpoint; returns eval metrics.
+
+  Leaves ``WORKDIR/config.json``, ``checkpoints/`` (Orbax), ``tensorboard/`` and ``metrics.jsonl``.
+  Raises FloatingPointError, keeping the last good checkpoint, if the loss becomes NaN or Inf.
+  """
+  validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  _write_config(config, workdir)
+  mesh = parallel.make_mesh()
+  train_source = sources.load(config.data.name, config.data.train_split, config.data.data_dir)
+  eval_source = sources.load(config.data.name, config.data.eval_split, config.data.data_dir)
+  example_shape = pipeline.source_shape(train_source, config.data)
+
+  steps_per_epoch = pipeline.steps_per_epoch(train_source, config.batch_size)
+  total_steps = config.num_steps or math.ceil(config.num_epochs * steps_per_epoch)
+  schedule = optim.learning_rate(config.optim, steps_per_epoch, total_steps)
+  tx = optim.create(config.optim, schedule)
+  model = build_model(config, train_source.num_classes)
+
+  state = create_state(model, tx, example_shape, config, mesh)
+  mngr = checkpoint.manager(workdir, config)
+  restored = checkpoint.restore(mngr, jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))
+  if restored is not None:
+    state = restored
+    logging.info('Resumed from %s at step %d.', checkpoint.directory(workdir), int(state.step))
+
+  train_step = steps.make_train_step(model, tx, schedule, config, mesh,
+                                     optim.kernel_constraint(config.optim))
+  eval_step = steps.make_eval_step(model, config, mesh)
+  writer = MetricWriter(workdir, total_steps)
+  start_step = int(jax.device_get(state.step))
+  batches = pipeline.train_batches(train_source, config, mesh, start_step)
+  # On CPU a queue of many steps with cross-device reductions can abort XLA; wait often there.
+  sync_every = 4 if jax.default_backend() == 'cpu' else config.log_every
+
+  def run_eval(state) -> dict[str, float]:
+    results = steps.evaluate(eval_step, state, pipeline.eval_batches(eval_source, config, mesh))
+    writer.write(int(state.step), results, 'eval')
+    return results
+
+  eval_metrics, pending, last_log = {}, [], (time.time(), start_step)
+  try:
+    for step in range(start_step, total_steps):
+      state, logs = train_step(state, next(batches))
+      pending.append(logs)
+      done = step + 1
+      if done % sync_every == 0:
+        jax.block_until_ready(logs)
+      is_last = done == total_steps
+      if done % config.log_every == 0 or is_last or done % config.eval_every == 0:
+        history = jax.device_get(pending)
+        pending = []
+        losses = np.asarray([h['loss'] for h in history])
+        if not np.all(np.isfinite(losses)):
+          raise FloatingPointError(
+              f'The training loss became {losses[~np.isfinite(losses)][0]} by step {done}. The last '
+              f'good checkpoint (step {mngr.latest_step()}) in {checkpoint.directory(workdir)} is '
+              'kept; lower config.optim.lr, add config.optim.clip_norm, or check the inputs.')
+        scalars = {k: float(np.mean([h[k] for h in history])) for k in history[-1]}
+        elapsed = time.time() - last_log[0]
+        scalars['steps_per_second'] = (done - last_log[1]) / max(elapsed, 1e-9)
+        scalars['examples_per_second'] = scalars['steps_per_second'] * config.batch_size
+        last_log = (time.time(), done)
+        writer.write(done, scalars, 'train')
+        writer.progress(done, {'loss': scalars['loss'], 'accuracy': scalars['accuracy']})
+      if done % config.eval_every == 0 or is_last:
+        eval_metrics = run_eval(state)
+        state = optim.plateau_update(state, eval_metrics[config.optim.plateau_metric], config.optim)
+        checkpoint.save(mngr, state, eval_metrics)
+      elif done % config.checkpoint.every == 0:
+        checkpoint.save(mngr, state)
+    if not eval_metrics:  # resumed at the end: report the restored model
+      eval_metrics = run_eval(state)
+  finally:
+    mngr.wait_until_finished()
+    mngr.close()
+    writer.close()
+  _report(config, workdir, eval_metrics)
+  return eval_metrics
+
+
+def _report(config, workdir: str, metrics: dict[str, float]) -> None:
+  if jax.process_index() != 0:
+    return
+  split = config.data.eval_split
+  lines = [f'{split} {name} {value:.4f}' for name, value in metrics.items() if name != 'count']
+  lines.append(f'({int(metrics["count"])} {split} examples)')
+  lines.append(f'checkpoints: {checkpoint.directory(workdir)}')
+  lines.append(f'view the curves: tensorboard --logdir {os.path.join(os.path.abspath(workdir), "tensorboard")}')
+  print('\n'.join(lines), flush=True)
+  with open(os.path.join(workdir, 'final_metrics.json'), 'w', encoding='utf-8') as f:
+    json.dump(metrics, f, indent=2)

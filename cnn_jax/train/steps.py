@@ -1,0 +1,111 @@
+"""Pure train and eval steps, compiled for a mesh in one of two programming models.
+
+'jit' (default): one global program; the batch is sharded over the 'data' axis, the state
+replicated, and XLA inserts the collectives (BatchNorm sees the global batch).
+'pmap': the per-device programming model - each device runs the step on its shard, gradients and
+metrics are averaged with explicit `lax.pmean`, BatchNorm averages statistics over ``axis_name``.
+It is written with `jax.shard_map` inside `jax.jit` (what `jax.pmap` is built on), so the state
+stays one global array that Orbax saves like the other mode's.
+"""
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax import lax
+from jax.sharding import Mesh, PartitionSpec
+
+from cnn_jax.train import losses, metrics, parallel
+from cnn_jax.train.state import TrainState
+
+AXIS = 'data'
+
+
+def _rngs(root: jax.Array, step: jax.Array, per_device: bool) -> dict:
+  key = jax.random.fold_in(root, step)
+  if per_device:
+    key = jax.random.fold_in(key, lax.axis_index(AXIS))
+  # Named streams: one for dropout and stochastic depth (flax's 'dropout' collection).
+  return {'dropout': jax.random.fold_in(key, 0)}
+
+
+def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                    config: ml_collections.ConfigDict, mesh: Mesh,
+                    constraint: optax.GradientTransformation | None = None) -> Callable:
+  """``train_step(state, batch) -> (state, metrics)``, jitted, donating the old state."""
+  per_device = config.parallel.mode == 'pmap'
+  loss_fn = losses.CLASSIFICATION_LOSSES[config.loss]
+  root = jax.random.key(config.seed)
+
+  def step(state: TrainState, batch: dict):
+    def objective(params):
+      variables = {'params': params}
+      if state.batch_stats:
+        variables['batch_stats'] = state.batch_stats
+      logits, updates = model.apply(variables, batch['image'], train=True,
+                                    rngs=_rngs(root, state.step, per_device),
+                                    mutable=['batch_stats'])
+      loss = loss_fn(logits, batch['label'], label_smoothing=config.label_smoothing).mean()
+      return loss, (logits, updates.get('batch_stats', {}))
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    accuracy = metrics.correct_top_k(logits, batch['label'], 1).mean()
+    if per_device:
+      grads, loss, accuracy = lax.pmean((grads, loss, accuracy), AXIS)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates = jax.tree_util.tree_map(lambda u: u * state.lr_scale, updates)
+    if constraint is not None:
+      updates, _ = constraint.update(updates, constraint.init(state.params), state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = (jax.tree_util.tree_map(lambda e, p: config.ema_decay * e + (1 - config.ema_decay) * p,
+                                  state.ema_params, params) if config.ema_decay else params)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state, ema_params=ema)
+    logs = {'loss': loss, 'accuracy': accuracy, 'grad_norm': optax.global_norm(grads),
+            'param_norm': optax.global_norm(params),
+            'learning_rate': schedule(state.step) * state.lr_scale}
+    return new_state, logs
+
+  if per_device:
+    step = jax.shard_map(step, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(AXIS)),
+                         out_specs=(PartitionSpec(), PartitionSpec()), check_vma=False)
+  return jax.jit(step, donate_argnums=0, out_shardings=(parallel.replicated(mesh),
+                                                        parallel.replicated(mesh)))
+
+
+def make_eval_step(model, config: ml_collections.ConfigDict, mesh: Mesh) -> Callable:
+  """``eval_step(state, batch) -> sums`` of loss, correct top-1/top-5 and count, masked."""
+  per_device = config.parallel.mode == 'pmap'
+  loss_fn = losses.CLASSIFICATION_LOSSES[config.loss]
+
+  def step(state: TrainState, batch: dict):
+    logits = model.apply(state.variables(use_ema=bool(config.ema_decay)), batch['image'],
+                         train=False)
+    mask = batch['mask']
+    sums = {'loss': (loss_fn(logits, batch['label']) * mask).sum(),
+            'accuracy': (metrics.correct_top_k(logits, batch['label'], 1) * mask).sum(),
+            'count': mask.sum()}
+    if logits.shape[-1] > 5:
+      sums['top5_accuracy'] = (metrics.correct_top_k(logits, batch['label'], 5) * mask).sum()
+    return lax.psum(sums, AXIS) if per_device else sums
+
+  if per_device:
+    step = jax.shard_map(step, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(AXIS)),
+                         out_specs=PartitionSpec(), check_vma=False)
+  return jax.jit(step, out_shardings=parallel.replicated(mesh))
+
+
+def evaluate(eval_step: Callable, state: TrainState, batches) -> dict[str, float]:
+  """Runs ``eval_step`` over every batch; returns the per-example means and the count."""
+  totals = None
+  for batch in batches:
+    sums = eval_step(state, batch)
+    totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
+    # On CPU, a many-device collective left waiting on undispatched peers aborts: sync each batch.
+    jax.block_until_ready(totals)
+  totals = jax.device_get(totals)
+  count = float(totals.pop('count'))
+  return {**{k: float(v) / count for k, v in totals.items()}, 'count': count}

@@ -1,0 +1,67 @@
+"""Every field the training loop reads, with defaults; experiments import this and override.
+
+Not an experiment by itself (it names no model or dataset worth running).
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.batch_size = 128          # global, over all devices and hosts
+  config.eval_batch_size = 256
+  config.num_epochs = 10.0
+  config.num_steps = 0             # > 0 overrides num_epochs
+  config.log_every = 50
+  config.eval_every = 500
+  config.loss = 'softmax_cross_entropy'
+  config.label_smoothing = 0.0
+  config.ema_decay = 0.0           # > 0 keeps an EMA of the parameters and evaluates it
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'simple_cnn'
+  config.model.kwargs = ml_collections.ConfigDict()
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'digits'
+  config.data.data_dir = '~/tensorflow_datasets'
+  config.data.train_split = 'train'
+  config.data.eval_split = 'test'
+  config.data.image_size = 224     # only for variable-size images (resize shorter side + crop)
+  config.data.mean = (0.0,)
+  config.data.std = (1.0,)
+  config.data.num_threads = 2
+  config.data.prefetch = 8
+  config.data.augment = ml_collections.ConfigDict()
+  config.data.augment.crop_padding = 0
+  config.data.augment.flip = False
+  config.data.augment.rotate_degrees = 0.0
+  config.data.augment.scale = (1.0, 1.0)
+  config.data.augment.shift = 0    # 1-D sequences
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.name = 'sgd'        # sgd | adam | adamw | rmsprop
+  config.optim.lr = 0.1
+  config.optim.momentum = 0.9
+  config.optim.nesterov = False
+  config.optim.weight_decay = 0.0  # L2 on kernels (decoupled for adamw); biases/norms excluded
+  config.optim.schedule = 'cosine' # constant | step | cosine | warmup_cosine | plateau
+  config.optim.decay_epochs = (30, 60, 90)
+  config.optim.decay_factor = 0.1
+  config.optim.warmup_epochs = 1.0
+  config.optim.plateau_metric = 'accuracy'
+  config.optim.plateau_mode = 'max'
+  config.optim.plateau_patience = 2
+  config.optim.clip_norm = 0.0
+  config.optim.max_norm = 0.0      # > 0 projects every filter onto this L2 norm after each step
+
+  config.parallel = ml_collections.ConfigDict()
+  config.parallel.mode = 'jit'     # jit (global program) | pmap (per-device, shard_map)
+
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every = 500
+  config.checkpoint.keep = 2
+  config.checkpoint.best_metric = 'accuracy'
+  config.checkpoint.best_mode = 'max'
+  return config
