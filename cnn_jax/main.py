@@ -6,14 +6,16 @@ Multi-host: add --coordinator_address=HOST:PORT --num_processes=N --process_id=I
 """
 
 import os
-import sys
 import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+DEFAULT_CONFIG = 'experiments/default.py'
+# No default here: a default config would be parsed, with the overrides, at import time.
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', 'experiments/default.py', 'Experiment config file (get_config()).', lock_config=True)
+    'config', None, f'Experiment config file (get_config()); default {DEFAULT_CONFIG}.',
+    lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Run directory; default runs/<config>-<time>. The same workdir resumes.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0.')
@@ -29,6 +31,20 @@ def _initialize_distributed() -> None:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   elif int(os.environ.get('SLURM_NTASKS', '1')) > 1 or 'TPU_WORKER_HOSTNAMES' in os.environ:
     jax.distributed.initialize()  # auto-detects the cluster
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, defaulting --config and explaining a config override with a typo."""
+  if not any(a.startswith('--config=') or a == '--config' for a in argv[1:]):
+    argv = [argv[0], f'--config={DEFAULT_CONFIG}', *argv[1:]]
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as error:
+    overrides = [a for a in argv[1:] if a.startswith('--config.')]
+    raise SystemExit(
+        f'Unknown config field {error} in {overrides}: configs are locked, so a typo cannot add a '
+        'field silently. Check the spelling against the experiment file and experiments/base.py '
+        '(e.g. --config.optim.lr=0.05).') from error
 
 
 class _QuietOrbax:
@@ -48,17 +64,10 @@ def main(argv) -> None:
   config_path = config_flags.get_config_filename(flags.FLAGS['config'])
   name = os.path.splitext(os.path.basename(config_path))[0]
   workdir = _WORKDIR.value or os.path.join('runs', f'{name}-{time.strftime("%Y%m%d-%H%M%S")}')
-  try:
-    config = _CONFIG.value  # applies the --config.* overrides
-  except (AttributeError, KeyError) as error:
-    overrides = [a for a in sys.argv[1:] if a.startswith('--config.')]
-    raise app.UsageError(
-        f'Unknown config field {error} in {overrides}: configs are locked, so a typo cannot add a '
-        'field silently. Check the spelling against the experiment file and experiments/base.py '
-        '(e.g. --config.optim.lr=0.05).') from error
+  config = _CONFIG.value
   logging.info('Training %s into %s', config_path, workdir)
   loop.train_and_evaluate(config, workdir)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

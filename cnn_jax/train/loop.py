@@ -26,7 +26,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
   model = models.get_model(config.model.name, num_classes=num_classes, **kwargs)
   fields = {f.name for f in dataclasses.fields(model)}
   if config.parallel.mode == 'pmap' and 'axis_name' in fields:
-    model = model.replace(axis_name=steps.AXIS)
+    model = model.clone(axis_name=steps.AXIS)
   return model
 
 

@@ -64,8 +64,8 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
                                   state.ema_params, params) if config.ema_decay else params)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state, ema_params=ema)
-    logs = {'loss': loss, 'accuracy': accuracy, 'grad_norm': optax.global_norm(grads),
-            'param_norm': optax.global_norm(params),
+    logs = {'loss': loss, 'accuracy': accuracy, 'grad_norm': optax.tree.norm(grads),
+            'param_norm': optax.tree.norm(params),
             'learning_rate': schedule(state.step) * state.lr_scale}
     return new_state, logs
 
