@@ -42,7 +42,7 @@ def l2(predictions: jax.Array, targets: jax.Array) -> jax.Array:
 
 def huber(predictions: jax.Array, targets: jax.Array, delta: float = 1.0) -> jax.Array:
   """Huber / smooth L1: ``0.5 e^2`` for ``|e| <= delta``, ``delta (|e| - 0.5 delta)`` beyond."""
-  return _per_example(optax.huber_loss(predictions, targets, delta))
+  return _per_example(optax.huber_loss(predictions, targets, delta=delta))
 
 
 def pixel_cross_entropy(logits: jax.Array, labels: jax.Array,
