@@ -64,6 +64,16 @@ def _shortcut(x: jax.Array, features: int, strides, conv: ModuleDef, norm: Modul
   return _norm(norm, x, train)
 
 
+def _residual_output(block: nn.Module, x: jax.Array, y: jax.Array, features: int,
+                     train: bool) -> jax.Array:
+  """The last norm of a residual branch, then ``act(branch + shortcut)`` (or ``act(branch)``)."""
+  y = _norm(block.norm, y, train, zero_init=block.zero_init_last and block.shortcut)
+  if not block.shortcut:
+    return block.act(y)
+  y = StochasticDepth(block.drop_rate)(y, deterministic=not train)
+  return block.act(y + _shortcut(x, features, block.strides, block.conv, block.norm, train))
+
+
 class ResidualBlock(nn.Module):
   """Basic residual block: two 3x3 convolutions, ``act(F(x) + shortcut(x))`` (He et al., 2016).
 
@@ -88,11 +98,7 @@ class ResidualBlock(nn.Module):
     y = self.conv(self.features, 3, strides=self.strides, use_bias=self.norm is None)(x)
     y = self.act(_norm(self.norm, y, train))
     y = self.conv(self.features, 3, use_bias=self.norm is None)(y)
-    y = _norm(self.norm, y, train, zero_init=self.zero_init_last and self.shortcut)
-    if not self.shortcut:
-      return self.act(y)
-    y = StochasticDepth(self.drop_rate)(y, deterministic=not train)
-    return self.act(y + _shortcut(x, self.features, self.strides, self.conv, self.norm, train))
+    return _residual_output(self, x, y, self.features, train)
 
 
 class BottleneckBlock(nn.Module):
@@ -127,11 +133,7 @@ class BottleneckBlock(nn.Module):
     y = self.act(_norm(self.norm, y, train))
     out = self.features * self.expansion
     y = self.conv(out, 1, use_bias=bias)(y)
-    y = _norm(self.norm, y, train, zero_init=self.zero_init_last and self.shortcut)
-    if not self.shortcut:
-      return self.act(y)
-    y = StochasticDepth(self.drop_rate)(y, deterministic=not train)
-    return self.act(y + _shortcut(x, out, self.strides, self.conv, self.norm, train))
+    return _residual_output(self, x, y, out, train)
 
 
 class PreActResidualBlock(nn.Module):
