@@ -20,6 +20,11 @@ import math
 from collections.abc import Sequence
 from typing import Any, Union
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.extend import core as jex_core
+
 Padding = Union[str, int, Sequence[Union[int, tuple[int, int]]]]
 PADDING_MODES = ('VALID', 'SAME', 'FULL', 'CAUSAL')
 
@@ -153,34 +158,29 @@ def pool_output_shape(input_size: Sequence[int], window_shape: int | Sequence[in
   return conv_output_shape(input_size, window_shape, 1 if strides is None else strides, padding)
 
 
-def conv_transpose_padding(padding: Padding, input_size: Sequence[int],
-                           kernel_size: Sequence[int], strides: Sequence[int],
-                           dilation: Sequence[int]) -> tuple[tuple[int, int], ...]:
-  """The padding of the convolution that a transposed convolution is the adjoint of.
+def conv_transpose_geometry(input_size: Sequence[int], kernel_size: int | Sequence[int],
+                            strides: int | Sequence[int] = 1, padding: Padding = 0,
+                            dilation: int | Sequence[int] = 1,
+                            output_padding: int | Sequence[int] = 0) -> ConvGeometry:
+  """Output size of a transposed convolution and the padding of the convolution it transposes.
 
-  'SAME' means the forward convolution ran on an input of size ``i*s`` (so the transposed output is
-  ``i*s``); every other spec means what it means for the forward convolution.
+  Output: ``(i-1)*s + d*(k-1) + 1 - lo - hi + output_padding``; with an int padding ``p`` this is
+  PyTorch's ``(i-1)*s + d*(k-1) + 1 - 2p + output_padding``. ``padding`` means what it means for
+  the forward convolution; 'SAME' means that convolution ran on an input of ``i*s`` (so the output
+  is ``i*s``). A transposed convolution covers its whole output: ``unused`` is all zeros.
+
+  Raises:
+    ValueError: for an output_padding outside ``[0, max(stride, dilation))`` or no output.
   """
-  if isinstance(padding, str) and padding.upper() == 'SAME':
-    forward_input = [i * s for i, s in zip(input_size, strides)]
-    return padding_pairs('SAME', forward_input, kernel_size, strides, dilation)
-  return padding_pairs(padding, input_size, kernel_size, strides, dilation)
-
-
-def conv_transpose_output_shape(input_size: Sequence[int], kernel_size: int | Sequence[int],
-                                strides: int | Sequence[int] = 1, padding: Padding = 0,
-                                dilation: int | Sequence[int] = 1,
-                                output_padding: int | Sequence[int] = 0) -> tuple[int, ...]:
-  """Spatial output of a transposed convolution, ``(i-1)*s + d*(k-1) + 1 - lo - hi + output_padding``.
-
-  With an int padding ``p`` this is PyTorch's ``(i-1)*s + d*(k-1) + 1 - 2p + output_padding``.
-  """
+  input_size = tuple(int(i) for i in input_size)
   rank = len(input_size)
   kernel_size = as_tuple(kernel_size, rank, 'kernel_size')
   strides = as_tuple(strides, rank, 'strides')
   dilation = as_tuple(dilation, rank, 'dilation')
   output_padding = as_tuple(output_padding, rank, 'output_padding')
-  pads = conv_transpose_padding(padding, input_size, kernel_size, strides, dilation)
+  same = isinstance(padding, str) and padding.upper() == 'SAME'
+  forward_input = [i * s for i, s in zip(input_size, strides)] if same else input_size
+  pads = padding_pairs(padding, forward_input, kernel_size, strides, dilation)
   out = []
   for axis, (i, k, s, d, (lo, hi), op) in enumerate(
       zip(input_size, kernel_size, strides, dilation, pads, output_padding)):
@@ -194,7 +194,16 @@ def conv_transpose_output_shape(input_size: Sequence[int], kernel_size: int | Se
                        f'- lo - hi + output_padding = ({i}-1)*{s} + {d}*({k}-1) + 1 - {lo} - {hi} + '
                        f'{op} = {size}. Use less padding or a larger kernel or stride.')
     out.append(size)
-  return tuple(out)
+  return ConvGeometry(tuple(out), pads, (0,) * rank)
+
+
+def conv_transpose_output_shape(input_size: Sequence[int], kernel_size: int | Sequence[int],
+                                strides: int | Sequence[int] = 1, padding: Padding = 0,
+                                dilation: int | Sequence[int] = 1,
+                                output_padding: int | Sequence[int] = 0) -> tuple[int, ...]:
+  """Spatial output size of a transposed convolution (see `conv_transpose_geometry`)."""
+  return conv_transpose_geometry(input_size, kernel_size, strides, padding, dilation,
+                                 output_padding).output_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,7 +347,6 @@ def _field_merge(fields: list[Field]) -> Field:
 
 
 def _subjaxprs(eqn) -> list[Any]:
-  from jax.extend import core as jex_core  # pylint: disable=g-import-not-at-top
   found = []
   for value in eqn.params.values():
     if isinstance(value, jex_core.ClosedJaxpr):
@@ -392,11 +400,10 @@ class _Tracer:
       in_spatial = [lhs[a] for a in dn.lhs_spec[2:]]
       lhs_dilation = tuple(p['lhs_dilation'] or (1,) * len(kernel))
       per_group = rhs[dn.rhs_spec[1]]
-      out_channels = rhs[dn.rhs_spec[0]]
       if any(u > 1 for u in lhs_dilation):
         # A transposed convolution: count the products with real inputs, not the inserted zeros.
         macs = lhs[dn.lhs_spec[0]] * math.prod(in_spatial) * math.prod(kernel) * per_group * (
-            out_channels // p['feature_group_count']) * p['feature_group_count']
+            rhs[dn.rhs_spec[0]])
       else:
         macs = math.prod(out_shape) * math.prod(kernel) * per_group
         geometry = conv_geometry(in_spatial, kernel, p['window_strides'], p['padding'],
@@ -464,10 +471,6 @@ def summarize(model, input_shape: Sequence[int], *, dtype: Any = None,
   Returns:
     A `Summary` with one `LayerSummary` per leaf module, in call order, and the totals.
   """
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
   x = jax.ShapeDtypeStruct(tuple(input_shape), dtype or jnp.float32)
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
   variables = jax.eval_shape(lambda x: model.init(rngs, x, **call_kwargs), x)

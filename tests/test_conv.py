@@ -98,6 +98,7 @@ def test_conv_transpose_output_size_is_pytorchs(i, k, s, p, d, op):
   out = L.ConvTranspose(1, k, strides=s, padding=p, kernel_dilation=d, output_padding=op).init_with_output(
       jax.random.key(0), jnp.zeros((1, i, 1)))[0]
   assert out.shape[1] == (i - 1) * s + d * (k - 1) + 1 - 2 * p + op
+  assert out.shape[1:2] == arithmetic.conv_transpose_output_shape((i,), k, s, p, d, op)
 
 
 def test_conv_transpose_same_doubles_the_size():
@@ -192,7 +193,7 @@ def test_bad_arguments_say_what_to_do():
   with pytest.raises(ValueError, match="'CAUSAL' is defined for 1-D"):
     L.Conv(4, 3, padding='CAUSAL').init(jax.random.key(0), jnp.zeros((1, 5, 5, 1)))
   with pytest.raises(ValueError, match='Add a batch axis'):
-    L.Conv(4, (3, 3)).init(jax.random.key(0), jnp.zeros((5, 5, 1)[:2]))
+    L.Conv(4, (3, 3)).init(jax.random.key(0), jnp.zeros((5, 5)))
   with pytest.raises(ValueError, match='output_padding=2'):
     L.ConvTranspose(4, 3, strides=2, output_padding=2).init(jax.random.key(0), jnp.zeros((1, 5, 1)))
   with pytest.raises(ValueError, match='not a padding mode'):

@@ -70,8 +70,9 @@ def test_default_experiment_leaves_checkpoints_logs_and_counts_every_example(tmp
   model = loop.build_model(config, 10)
   mngr = checkpoint.manager(workdir, read_only=True)
   state = mngr.restore(6)
+  normalized = (images / 255 - np.asarray(config.data.mean)) / np.asarray(config.data.std)
   logits = model.apply({'params': state['params'], 'batch_stats': state['batch_stats']},
-                       (images / 255 - 0.3) / 0.35, train=False)
+                       normalized, train=False)
   assert float((np.asarray(logits).argmax(-1) == labels).mean()) == pytest.approx(metrics['accuracy'])
 
 
@@ -139,6 +140,12 @@ def test_config_typo_and_bad_names_are_clear(tmp_path, data_dir):
   assert "Unknown config field" in result.stderr and 'lrr' in result.stderr
   with pytest.raises(ValueError, match="config.optim.name='sgdd'"):
     loop.train_and_evaluate(digits_config(data_dir, **{'optim.name': 'sgdd'}), str(tmp_path / 'x'))
+  with pytest.raises(ValueError, match="config.checkpoint.best_metric='acc'"):
+    loop.train_and_evaluate(digits_config(data_dir, **{'checkpoint.best_metric': 'acc'}),
+                            str(tmp_path / 'z'))
+  with pytest.raises(ValueError, match='divisible by the number of devices \\(4\\)'):
+    loop.train_and_evaluate(digits_config(data_dir, eval_batch_size=30), str(tmp_path / 'w'))
+  assert not os.path.exists(os.path.join(tmp_path, 'w', 'checkpoints'))  # failed before any work
   with pytest.raises(FileNotFoundError, match='tfds build cifar10 .*--file_format=array_record'):
     config = cifar10_resnet18.get_config()
     config.data.data_dir = str(tmp_path / 'empty')

@@ -62,7 +62,8 @@ def _examples(source: Source, config: ml_collections.ConfigDict) -> grain.MapDat
   return dataset
 
 
-def _local_batch_size(global_batch: int, mesh: Mesh) -> int:
+def local_batch_size(global_batch: int, mesh: Mesh) -> int:
+  """This process's share of a global batch, which must split evenly over the devices."""
   if global_batch % mesh.devices.size:
     raise ValueError(f'The global batch size {global_batch} must be divisible by the number of '
                      f'devices ({mesh.devices.size}); pick a multiple of {mesh.devices.size}.')
@@ -89,21 +90,27 @@ def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
   return grain.ReadOptions(num_threads=config.num_threads, prefetch_buffer_size=config.prefetch)
 
 
-def steps_per_epoch(source: Source, global_batch: int) -> int:
-  """Full global batches in one pass over the training split (what each process can feed)."""
+def steps_per_epoch(source: Source, global_batch: int, mesh: Mesh) -> int:
+  """Full global batches in one pass over the training split (what each process can feed).
+
+  Raises:
+    ValueError: a batch that does not split over the devices, or a split smaller than one batch;
+      the loop calls this before it builds or compiles anything.
+  """
+  local_batch = local_batch_size(global_batch, mesh)
   per_process = len(source) // jax.process_count()
-  return max(1, per_process // (global_batch // jax.process_count()))
+  if per_process < local_batch:
+    raise ValueError(f'{source.name} {source.split} has {len(source)} examples, fewer than one '
+                     f'batch of {global_batch} per process; lower config.batch_size.')
+  return per_process // local_batch
 
 
 def train_batches(source: Source, config: ml_collections.ConfigDict, mesh: Mesh,
                   start_step: int = 0) -> Iterator[dict]:
   """Endless training batches ``{'image', 'label'}`` starting at batch ``start_step``."""
   data = config.data
-  local_batch = _local_batch_size(config.batch_size, mesh)
+  local_batch = local_batch_size(config.batch_size, mesh)
   per_process = len(source) // jax.process_count()
-  if per_process < local_batch:
-    raise ValueError(f'{source.name} {source.split} has {len(source)} examples, fewer than one '
-                     f'batch of {config.batch_size} per process; lower config.batch_size.')
   start = jax.process_index() * per_process
   dataset = _examples(source, data)[start:start + per_process]
   dataset = dataset.shuffle(seed=config.seed).repeat()  # a new order every epoch
@@ -124,7 +131,7 @@ def eval_batches(source: Source, config: ml_collections.ConfigDict, mesh: Mesh) 
   are contiguous, padded at the end.
   """
   data = config.data
-  local_batch = _local_batch_size(config.eval_batch_size, mesh)
+  local_batch = local_batch_size(config.eval_batch_size, mesh)
   per_process = -(-len(source) // jax.process_count())
   start = jax.process_index() * per_process
   dataset = _examples(source, data)[start:min(start + per_process, len(source))]

@@ -151,12 +151,15 @@ class PreActResidualBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     pre = self.act(_norm(self.norm, x, train))
-    # The projection reads the pre-activated input, as in the paper.
-    shortcut = (_shortcut(pre, self.features, self.strides, self.conv, None, train)
-                if _needs_projection(x, self.features, self.strides) else x)
-    y = self.conv(self.features, 3, strides=self.strides, use_bias=False)(pre)
+    bias = self.norm is None
+    shortcut = x
+    if _needs_projection(x, self.features, self.strides):
+      # The projection reads the pre-activated input, as in the paper.
+      shortcut = self.conv(self.features, 1, strides=self.strides, use_bias=bias,
+                           name='projection')(pre)
+    y = self.conv(self.features, 3, strides=self.strides, use_bias=bias)(pre)
     y = self.act(_norm(self.norm, y, train))
-    y = self.conv(self.features, 3, use_bias=False)(y)
+    y = self.conv(self.features, 3, use_bias=bias)(y)
     return shortcut + StochasticDepth(self.drop_rate)(y, deterministic=not train)
 
 

@@ -33,7 +33,8 @@ def _spatial_rank(x: jax.Array, kernel_size: IntOrSeq, module: str) -> int:
   return rank
 
 
-def _conv(module: nn.Module, x: jax.Array, features: int, groups: int) -> jax.Array:
+def _conv(module: nn.Module, x: jax.Array, features: int, groups: int,
+          flip_kernel: bool = False) -> jax.Array:
   """The body shared by `Conv` and `DepthwiseConv`: make the parameters, then call `convolve`."""
   name = type(module).__name__
   rank = _spatial_rank(x, module.kernel_size, name)
@@ -50,7 +51,7 @@ def _conv(module: nn.Module, x: jax.Array, features: int, groups: int) -> jax.Ar
   bias = (module.param('bias', module.bias_init, (features,), module.param_dtype)
           if module.use_bias else None)
   x, kernel, bias = promote_dtype(x, kernel, bias, dtype=module.dtype)
-  if getattr(module, 'flip_kernel', False):
+  if flip_kernel:
     kernel = jnp.flip(kernel, axis=tuple(range(rank)))
   y = convolve(x, kernel, strides=strides, padding=geometry.padding, kernel_dilation=dilation,
                feature_group_count=groups, precision=module.precision)
@@ -93,7 +94,7 @@ class Conv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """[N, *S, C] -> [N, *S', features]."""
-    return _conv(self, x, self.features, self.feature_group_count)
+    return _conv(self, x, self.features, self.feature_group_count, self.flip_kernel)
 
 
 class DepthwiseConv(nn.Module):
@@ -246,12 +247,10 @@ class ConvTranspose(nn.Module):
     strides = arithmetic.as_tuple(self.strides, rank, 'strides')
     dilation = arithmetic.as_tuple(self.kernel_dilation, rank, 'kernel_dilation')
     output_padding = arithmetic.as_tuple(self.output_padding, rank, 'output_padding')
-    input_size = x.shape[1:-1]
     # Validates the sizes before any parameter or compile.
-    arithmetic.conv_transpose_output_shape(input_size, kernel_size, strides, self.padding,
-                                           dilation, output_padding)
-    forward_pads = arithmetic.conv_transpose_padding(self.padding, input_size, kernel_size,
-                                                     strides, dilation)
+    forward_pads = arithmetic.conv_transpose_geometry(x.shape[1:-1], kernel_size, strides,
+                                                      self.padding, dilation,
+                                                      output_padding).padding
     kernel = self.param('kernel', self.kernel_init, (*kernel_size, self.features, x.shape[-1]),
                         self.param_dtype)
     bias = (self.param('bias', self.bias_init, (self.features,), self.param_dtype)

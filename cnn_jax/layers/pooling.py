@@ -97,8 +97,8 @@ def stochastic_pool(x: jax.Array, window_shape: IntOrSeq, strides: IntOrSeq | No
   if rng is None:
     raise ValueError('stochastic_pool(train=True) samples an activation per window and needs a '
                      'PRNG key: pass rng=key (e.g. self.make_rng("dropout") inside a module).')
-  logits = jnp.where(probs > 0, jnp.log(jnp.where(probs > 0, probs, 1.0)), -jnp.inf)
-  pick = jax.random.categorical(rng, lax.stop_gradient(logits), axis=-1)
+  # Sampling is not differentiated; log(0) = -inf makes a zero activation impossible to pick.
+  pick = jax.random.categorical(rng, jnp.log(lax.stop_gradient(probs)), axis=-1)
   return jnp.take_along_axis(taps, pick[..., None], axis=-1)[..., 0]
 
 

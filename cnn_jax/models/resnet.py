@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 
 from cnn_jax import layers as L
+from cnn_jax.models.factories import conv_and_norm
 
 
 class ResNet(nn.Module):
@@ -30,8 +31,7 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    conv = functools.partial(L.Conv, dtype=self.dtype)
-    norm = functools.partial(L.BatchNorm, axis_name=self.axis_name, dtype=self.dtype)
+    conv, norm = conv_and_norm(self.dtype, self.axis_name)
     if self.stem == 'imagenet':
       x = L.ConvNormAct(self.width, 7, strides=2, conv=conv, norm=norm, name='stem')(x, train)
       x = L.max_pool(x, 3, strides=2, padding='SAME')

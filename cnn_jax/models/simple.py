@@ -1,12 +1,12 @@
 """Small CNNs for small inputs: the default experiment's model and a 1-D sequence CNN."""
 
-import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 
 from cnn_jax import layers as L
+from cnn_jax.models.factories import conv_and_norm
 
 
 class SimpleCNN(nn.Module):
@@ -23,8 +23,7 @@ class SimpleCNN(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    conv = functools.partial(L.Conv, dtype=self.dtype)
-    norm = functools.partial(L.BatchNorm, axis_name=self.axis_name, dtype=self.dtype)
+    conv, norm = conv_and_norm(self.dtype, self.axis_name)
     for stage, width in enumerate(self.widths):
       for _ in range(2):
         x = L.ConvNormAct(width, self.kernel_size, conv=conv, norm=norm)(x, train)

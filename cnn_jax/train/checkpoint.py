@@ -43,8 +43,5 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None
 
 
 def save(mngr: ocp.CheckpointManager, state, metrics: dict | None = None) -> None:
-  """Starts an async save of ``state`` at its step (a no-op if that step is already saved)."""
-  step = int(jax.device_get(state.step))
-  if step in mngr.all_steps():
-    return
-  mngr.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+  """Starts an async save of ``state`` at its step, with the eval ``metrics`` if any."""
+  mngr.save(int(jax.device_get(state.step)), args=ocp.args.StandardSave(state), metrics=metrics)

@@ -30,10 +30,10 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
   return model
 
 
-def create_state(model, tx, example_shape, config, mesh) -> TrainState:
-  """Initialises the state directly onto the mesh, replicated."""
+def state_initializer(model, tx, example_shape, config):
+  """The function that builds a fresh `TrainState` (jit it, or `jax.eval_shape` it for free)."""
 
-  def init():
+  def init() -> TrainState:
     dummy = jnp.zeros((1, *example_shape), jnp.float32)
     variables = model.init({'params': jax.random.key(config.seed)}, dummy, train=False)
     params = variables['params']
@@ -43,7 +43,10 @@ def create_state(model, tx, example_shape, config, mesh) -> TrainState:
                       plateau_best=jnp.full((), jnp.nan, jnp.float32),
                       plateau_wait=jnp.zeros((), jnp.int32))
 
-  return jax.jit(init, out_shardings=parallel.replicated(mesh))()
+  return init
+
+
+EVAL_METRICS = ('loss', 'accuracy', 'top5_accuracy')
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -54,6 +57,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
                      f'{parallel.MODES}.')
   if config.loss not in CLASSIFICATION_LOSSES:
     raise ValueError(f'config.loss={config.loss!r}: expected one of {sorted(CLASSIFICATION_LOSSES)}.')
+  for field in ('optim.plateau_metric', 'checkpoint.best_metric'):
+    section, name = field.split('.')
+    value = config[section][name]
+    if value and value not in EVAL_METRICS:
+      raise ValueError(f'config.{field}={value!r}: expected an eval metric, one of {EVAL_METRICS}.')
   if config.model.name not in models.list_models():
     raise ValueError(f'config.model.name={config.model.name!r}: registered models are '
                      f'{", ".join(models.list_models())}.')
@@ -79,18 +87,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   eval_source = sources.load(config.data.name, config.data.eval_split, config.data.data_dir)
   example_shape = pipeline.source_shape(train_source, config.data)
 
-  steps_per_epoch = pipeline.steps_per_epoch(train_source, config.batch_size)
+  # Both batch sizes are checked against the devices here, before anything compiles.
+  steps_per_epoch = pipeline.steps_per_epoch(train_source, config.batch_size, mesh)
+  pipeline.local_batch_size(config.eval_batch_size, mesh)
   total_steps = config.num_steps or math.ceil(config.num_epochs * steps_per_epoch)
   schedule = optim.learning_rate(config.optim, steps_per_epoch, total_steps)
   tx = optim.create(config.optim, schedule)
   model = build_model(config, train_source.num_classes)
 
-  state = create_state(model, tx, example_shape, config, mesh)
+  init = state_initializer(model, tx, example_shape, config)
+  replicated = parallel.replicated(mesh)
   mngr = checkpoint.manager(workdir, config)
-  restored = checkpoint.restore(mngr, jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))
-  if restored is not None:
-    state = restored
+  # The restore target costs nothing: shapes and shardings only, no initialisation.
+  state = checkpoint.restore(mngr, jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), jax.eval_shape(init)))
+  if state is None:
+    state = jax.jit(init, out_shardings=replicated)()
+  else:
     logging.info('Resumed from %s at step %d.', checkpoint.directory(workdir), int(state.step))
 
   train_step = steps.make_train_step(model, tx, schedule, config, mesh,
@@ -116,7 +129,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if done % sync_every == 0:
         jax.block_until_ready(logs)
       is_last = done == total_steps
-      if done % config.log_every == 0 or is_last or done % config.eval_every == 0:
+      evaluate = done % config.eval_every == 0 or is_last
+      save = evaluate or done % config.checkpoint.every == 0
+      # Every save is preceded by the finite-loss check, so no NaN state is ever written.
+      if done % config.log_every == 0 or save:
         history = jax.device_get(pending)
         pending = []
         losses = np.asarray([h['loss'] for h in history])
@@ -132,12 +148,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         last_log = (time.time(), done)
         writer.write(done, scalars, 'train')
         writer.progress(done, {'loss': scalars['loss'], 'accuracy': scalars['accuracy']})
-      if done % config.eval_every == 0 or is_last:
+      if evaluate:
         eval_metrics = run_eval(state)
-        state = optim.plateau_update(state, eval_metrics[config.optim.plateau_metric], config.optim)
-        checkpoint.save(mngr, state, eval_metrics)
-      elif done % config.checkpoint.every == 0:
-        checkpoint.save(mngr, state)
+        state = optim.plateau_update(state, eval_metrics, config.optim)
+      if save:
+        checkpoint.save(mngr, state, eval_metrics if evaluate else None)
     if not eval_metrics:  # resumed at the end: report the restored model
       eval_metrics = run_eval(state)
   finally:

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def correct_top_k(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
@@ -22,7 +23,6 @@ def confusion_matrix(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> j
 
 def mean_iou(confusion) -> float:
   """Mean over classes present (in labels or predictions) of TP / (TP + FP + FN)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   confusion = np.asarray(confusion)
   tp = np.diag(confusion)
   union = confusion.sum(0) + confusion.sum(1) - tp

@@ -70,13 +70,15 @@ def kernel_constraint(optim: ml_collections.ConfigDict) -> optax.GradientTransfo
                                                          max_value=optim.max_norm))
 
 
-def plateau_update(state, metric: float, optim: ml_collections.ConfigDict):
-  """Reduce-on-plateau at an evaluation: divide the lr by ``1/factor`` after ``patience`` misses.
+def plateau_update(state, eval_metrics: dict[str, float], optim: ml_collections.ConfigDict):
+  """Reduce-on-plateau at an evaluation: multiply the lr by ``decay_factor`` after ``patience``
+  evaluations without improvement of ``eval_metrics[optim.plateau_metric]``.
 
   ``optim.plateau_mode`` says whether the metric should go 'max' (accuracy) or 'min' (loss).
   """
   if optim.schedule != 'plateau':
     return state
+  metric = eval_metrics[optim.plateau_metric]
   sign = 1.0 if optim.plateau_mode == 'max' else -1.0
   best, wait = float(state.plateau_best), int(state.plateau_wait)
   if sign * metric > sign * best + 1e-4 or not np.isfinite(best):
