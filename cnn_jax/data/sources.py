@@ -3,7 +3,9 @@
 import dataclasses
 import os
 
+import jax
 import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
 
 from cnn_jax.data import digits, mnist1d
 
@@ -39,9 +41,14 @@ def load(name: str, split: str, data_dir: str | None = None) -> Source:
   """
   data_dir = os.path.expanduser(data_dir or DEFAULT_DATA_DIR)
   if name in OFFLINE_BUILDERS:
-    builder = OFFLINE_BUILDERS[name](data_dir=data_dir, file_format='array_record')
-    if not builder.is_prepared():
-      builder.download_and_prepare()
+    make = lambda: OFFLINE_BUILDERS[name](data_dir=data_dir, file_format='array_record')
+    # One process prepares; the others wait (several writers would race on the same directory),
+    # then open the prepared files (a builder made before they existed would see no splits).
+    if jax.process_index() == 0 and not make().is_prepared():
+      make().download_and_prepare()
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'prepared {name} in {data_dir}')
+    builder = make()
   else:
     try:
       builder = tfds.builder(name, data_dir=data_dir)
