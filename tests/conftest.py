@@ -13,3 +13,11 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 jax.config.update('jax_threefry_partitionable', True)
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory):
+  """One TFDS data directory per test session: offline datasets are prepared once."""
+  return str(tmp_path_factory.mktemp('tfds'))

@@ -17,11 +17,6 @@ from experiments import cifar10_resnet18, default, imagenet_resnet50, mnist1d_cn
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope='session')
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('tfds'))
-
-
 def override(config, overrides):
   for key, value in overrides.items():
     node = config

@@ -1,0 +1,79 @@
+"""Schedules, weight-decay mask, reduce-on-plateau, EMA and the max-norm constraint in training."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cnn_jax.train import checkpoint, loop, optim
+from experiments import base
+from tests.test_train import digits_config
+
+
+def _optim(**overrides):
+  config = base.get_config().optim
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def test_schedules():
+  step = optim.learning_rate(_optim(schedule='step', lr=0.1, decay_epochs=(2, 3)), 10, 50)
+  assert [float(step(s)) for s in (0, 19, 20, 29, 30)] == pytest.approx(
+      [0.1, 0.1, 0.01, 0.01, 0.001])
+  cosine = optim.learning_rate(_optim(schedule='cosine', lr=0.1), 10, 100)
+  assert float(cosine(0)) == pytest.approx(0.1) and float(cosine(50)) == pytest.approx(0.05)
+  assert float(cosine(100)) == pytest.approx(0.0, abs=1e-9)
+  warm = optim.learning_rate(_optim(schedule='warmup_cosine', lr=0.1, warmup_epochs=1), 10, 110)
+  assert float(warm(0)) == 0.0 and float(warm(5)) == pytest.approx(0.05)
+  assert float(warm(10)) == pytest.approx(0.1) and float(warm(60)) == pytest.approx(0.05)
+  assert float(optim.learning_rate(_optim(schedule='plateau', lr=0.1), 10, 100)(99)) == 0.1
+  with pytest.raises(ValueError, match="schedule='cosin'"):
+    optim.validate(_optim(schedule='cosin'))
+
+
+def test_weight_decay_skips_biases_and_norms():
+  params = {'Conv_0': {'kernel': jnp.ones((3, 3, 1, 2)), 'bias': jnp.ones(2)},
+            'BatchNorm_0': {'scale': jnp.ones(2), 'bias': jnp.ones(2)}}
+  tx = optim.create(_optim(name='sgd', lr=1.0, momentum=0.0, weight_decay=0.1),
+                    optim.learning_rate(_optim(schedule='constant', lr=1.0), 1, 1))
+  zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+  updates, _ = tx.update(zero, tx.init(params), params)
+  assert float(updates['Conv_0']['kernel'].max()) == pytest.approx(-0.1)  # -lr * wd * w
+  for leaf in (updates['Conv_0']['bias'], updates['BatchNorm_0']['scale'],
+               updates['BatchNorm_0']['bias']):
+    assert float(jnp.abs(leaf).max()) == 0.0
+
+
+def test_reduce_on_plateau():
+  config = _optim(schedule='plateau', plateau_patience=1, decay_factor=0.1, plateau_mode='max')
+  state = loop.TrainState(step=0, params={}, batch_stats={}, opt_state=(), ema_params={},
+                          lr_scale=jnp.ones(()), plateau_best=jnp.full((), jnp.nan),
+                          plateau_wait=jnp.zeros((), jnp.int32))
+  scales = []
+  for accuracy in (0.5, 0.6, 0.6, 0.6, 0.7, 0.7, 0.7):
+    state = optim.plateau_update(state, {'accuracy': accuracy}, config)
+    scales.append(round(float(state.lr_scale), 6))
+  # Two evaluations without improvement (> patience 1) divide the lr by 10; the count restarts.
+  assert scales == [1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.01]
+  unchanged = optim.plateau_update(state, {'accuracy': 0.0}, _optim(schedule='cosine'))
+  assert unchanged is state
+
+
+def test_ema_and_max_norm_in_a_real_run(tmp_path, data_dir):
+  workdir = str(tmp_path / 'run')
+  config = digits_config(data_dir, **{'ema_decay': 0.5, 'optim.max_norm': 0.5,
+                                      'optim.lr': 0.5, 'num_steps': 3})
+  loop.train_and_evaluate(config, workdir)
+  state = checkpoint.manager(workdir, read_only=True).restore(3)
+  kernels = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(state['params'])
+             if path[-1].key == 'kernel']
+  for kernel in kernels:
+    norms = np.sqrt((np.asarray(kernel) ** 2).reshape(-1, kernel.shape[-1]).sum(0))
+    assert norms.max() <= 0.5 + 1e-5
+  # The EMA trails the parameters (with ema_decay=0 it would equal them).
+  ema, params = state['ema_params'], state['params']
+  assert jax.tree_util.tree_structure(ema) == jax.tree_util.tree_structure(params)
+  diffs = jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda a, b: float(np.abs(a - b).max()),
+                                                           ema, params))
+  assert max(diffs) > 0
