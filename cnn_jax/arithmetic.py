@@ -472,7 +472,8 @@ def summarize(model, input_shape: Sequence[int], *, dtype: Any = None,
     A `Summary` with one `LayerSummary` per leaf module, in call order, and the totals.
   """
   x = jax.ShapeDtypeStruct(tuple(input_shape), dtype or jnp.float32)
-  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
+  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1),
+          'stochastic_depth': jax.random.key(2)}
   variables = jax.eval_shape(lambda x: model.init(rngs, x, **call_kwargs), x)
   calls: dict[tuple[str, ...], tuple[str, tuple[int, ...]]] = {}
 

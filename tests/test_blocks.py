@@ -112,23 +112,26 @@ def test_stochastic_depth():
   branch = jnp.ones((400, 3, 3, 2))
   layer = L.StochasticDepth(0.25)
   np.testing.assert_array_equal(layer.apply({}, branch, deterministic=True), branch)
-  out = np.asarray(layer.apply({}, branch, deterministic=False, rngs={'dropout': jax.random.key(0)}))
+  out = np.asarray(layer.apply({}, branch, deterministic=False,
+                              rngs={'stochastic_depth': jax.random.key(0)}))
   per_example = out.reshape(400, -1)
   assert np.all((per_example == 0).all(1) | np.isclose(per_example, 1 / 0.75).all(1))
   assert abs((per_example[:, 0] == 0).mean() - 0.25) < 0.07
-  check_grads(lambda b: layer.apply({}, b, deterministic=False, rngs={'dropout': jax.random.key(1)}),
+  check_grads(lambda b: layer.apply({}, b, deterministic=False,
+                                    rngs={'stochastic_depth': jax.random.key(1)}),
               (_x((8, 2, 2, 2)),), order=1, modes=('rev',))
   block = L.ResidualBlock(2, drop_rate=0.5)
   x = _x((64, 4, 4, 2))
   variables = block.init(jax.random.key(0), x)
   variables = {'params': jax.tree_util.tree_map(lambda p: p + 0.3, variables['params']),
                'batch_stats': variables['batch_stats']}
-  out, _ = block.apply(variables, x, True, rngs={'dropout': jax.random.key(2)},
+  out, _ = block.apply(variables, x, True, rngs={'stochastic_depth': jax.random.key(2)},
                        mutable=['batch_stats'])
   dropped = np.isclose(np.asarray(out), np.asarray(nn.relu(x)), atol=1e-6).reshape(64, -1).all(1)
   assert 10 < dropped.sum() < 54  # about half of the examples skipped the branch
   with pytest.raises(ValueError, match=r'in \[0, 1\)'):
-    L.StochasticDepth(1.0).apply({}, branch, deterministic=False, rngs={'dropout': jax.random.key(0)})
+    L.StochasticDepth(1.0).apply({}, branch, deterministic=False,
+                              rngs={'stochastic_depth': jax.random.key(0)})
 
 
 def test_spatial_dropout_drops_whole_maps():

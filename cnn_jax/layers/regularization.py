@@ -26,10 +26,11 @@ class StochasticDepth(nn.Module):
 
   Training keeps each example's branch with survival probability ``1 - rate`` and scales it by
   ``1/(1 - rate)``, so evaluation runs the full network unscaled. Apply it to the branch only:
-  ``x + StochasticDepth(rate)(branch(x), deterministic=not train)``.
+  ``x + StochasticDepth(rate)(branch(x), deterministic=not train)``. Training draws from the
+  ``'stochastic_depth'`` RNG stream: ``apply(..., rngs={'stochastic_depth': key})``.
   """
   rate: float
-  rng_collection: str = 'dropout'
+  rng_collection: str = 'stochastic_depth'
 
   @nn.compact
   def __call__(self, branch: jax.Array, deterministic: bool = True) -> jax.Array:

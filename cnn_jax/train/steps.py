@@ -28,8 +28,8 @@ def _rngs(root: jax.Array, step: jax.Array, per_device: bool) -> dict:
   key = jax.random.fold_in(root, step)
   if per_device:
     key = jax.random.fold_in(key, lax.axis_index(AXIS))
-  # Named streams: one for dropout and stochastic depth (flax's 'dropout' collection).
-  return {'dropout': jax.random.fold_in(key, 0)}
+  # Named streams; the input augmentation has its own, seeded in the data pipeline.
+  return {'dropout': jax.random.fold_in(key, 0), 'stochastic_depth': jax.random.fold_in(key, 1)}
 
 
 def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule,
