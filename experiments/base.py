@@ -18,6 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss = 'softmax_cross_entropy'
   config.label_smoothing = 0.0
   config.ema_decay = 0.0           # > 0 keeps an EMA of the parameters and evaluates it
+  config.aux_loss_weight = 0.3     # models with auxiliary heads (GoogLeNet): their loss weight
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'simple_cnn'

@@ -32,7 +32,7 @@ def test_residual_block_starts_as_identity_and_projects_when_needed():
   variables = strided.init(jax.random.key(0), x)
   assert strided.apply(variables, x).shape == (2, 4, 4, 8)
   assert variables['params']['projection']['kernel'].shape == (1, 1, 4, 8)
-  plain = L.ResidualBlock(4, shortcut=False)
+  plain = L.ResidualBlock(4, shortcut='none')
   out = plain.apply(plain.init(jax.random.key(0), x), x)
   assert not np.allclose(out, nn.relu(x))  # the plain twin has no identity path
   # 3x3 convs 4->8 and 8->8, two BatchNorms (scale + bias of 8), the 1x1 projection and its BN.

@@ -42,7 +42,10 @@ def _normalize(images: np.ndarray, config: ml_collections.ConfigDict) -> np.ndar
 
 
 def _augment(batch: dict, rng: np.random.Generator, config: ml_collections.ConfigDict) -> dict:
-  x = batch['image']
+  x, labels = batch['image'], np.asarray(batch['label'])
+  dense = labels.ndim > 1
+  if dense:  # per-pixel labels ride along as one more channel, so they move with the pixels
+    x = np.concatenate([x, labels[..., None].astype(x.dtype)], axis=-1)
   spatial_rank = x.ndim - 2
   if config.crop_padding:
     x = augment.random_crop(x, rng, config.crop_padding)
@@ -52,6 +55,8 @@ def _augment(batch: dict, rng: np.random.Generator, config: ml_collections.Confi
     x = augment.random_affine(x, rng, config.rotate_degrees, tuple(config.scale))
   if spatial_rank == 1 and config.shift:
     x = augment.random_shift(x, rng, config.shift)
+  if dense:
+    return {'image': x[..., :-1], 'label': x[..., -1].astype(labels.dtype)}
   return {**batch, 'image': x}
 
 
@@ -143,7 +148,8 @@ def eval_batches(source: Source, config: ml_collections.ConfigDict, mesh: Mesh) 
     filler = local_batch - count
     return {
         'image': np.concatenate([images, np.zeros((filler, *images.shape[1:]), images.dtype)]),
-        'label': np.concatenate([np.asarray(batch['label'], np.int32), np.zeros(filler, np.int32)]),
+        'label': np.concatenate([np.asarray(batch['label'], np.int32),
+                                 np.zeros((filler, *source.label_shape), np.int32)]),
         'mask': np.concatenate([np.ones(count, np.float32), np.zeros(filler, np.float32)]),
     }
 
@@ -153,7 +159,7 @@ def eval_batches(source: Source, config: ml_collections.ConfigDict, mesh: Mesh) 
       produced += 1
       yield batch
     empty = pad({'image': np.zeros((0, *source_shape(source, data)), np.uint8),
-                 'label': np.zeros(0, np.int32)})
+                 'label': np.zeros((0, *source.label_shape), np.int32)})
     for _ in range(num_batches - produced):
       yield empty
 

@@ -7,21 +7,27 @@ import jax
 import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
-from cnn_jax.data import digits, mnist1d
+from cnn_jax.data import digits, mnist1d, motifs, shapes
 
 # Our own builders, prepared on first use (seconds, no download).
-OFFLINE_BUILDERS = {'digits': digits.Digits, 'mnist1d': mnist1d.Mnist1d}
+OFFLINE_BUILDERS = {'digits': digits.Digits, 'mnist1d': mnist1d.Mnist1d, 'motifs': motifs.Motifs,
+                    'shapes': shapes.Shapes}
 DEFAULT_DATA_DIR = os.path.join('~', 'tensorflow_datasets')
 
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-  """A dataset split as a random-access sequence of ``{'image', 'label'}`` examples."""
+  """A dataset split as a random-access sequence of ``{'image', 'label'}`` examples.
+
+  ``label_shape`` is () for a class per example and the spatial shape of the image for a class per
+  pixel (segmentation).
+  """
   records: object
   num_classes: int
   example_shape: tuple  # may hold None for variable-size images (e.g. ImageNet)
   name: str
   split: str
+  label_shape: tuple = ()
 
   def __len__(self) -> int:
     return len(self.records)
@@ -65,5 +71,8 @@ def load(name: str, split: str, data_dir: str | None = None) -> Source:
         f'{prepare_command(name, data_dir)}\nor point config.data.data_dir at a directory where '
         'it is prepared.') from error
   features = builder.info.features
-  return Source(records, features['label'].num_classes, tuple(features['image'].shape), name,
-                split)
+  label = features['label']
+  # Per-pixel labels are Tensor features; their builders name the class count.
+  num_classes = label.num_classes if hasattr(label, 'num_classes') else builder.NUM_CLASSES
+  return Source(records, num_classes, tuple(features['image'].shape), name, split,
+                tuple(label.shape))

@@ -10,4 +10,4 @@ from cnn_jax.layers.pooling import (avg_pool, channel_max_pool, global_avg_pool,
                                     lp_pool, max_pool, max_pool_with_indices, max_unpool,
                                     stochastic_pool)
 from cnn_jax.layers.regularization import SpatialDropout, StochasticDepth
-from cnn_jax.layers.upsample import Upsample
+from cnn_jax.layers.upsample import Upsample, bilinear_kernel_init

@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnn_jax import arithmetic
 from cnn_jax.layers.conv import Conv
 from cnn_jax.layers.pooling import avg_pool, global_avg_pool, max_pool
 from cnn_jax.layers.regularization import StochasticDepth
@@ -55,23 +56,49 @@ def _needs_projection(x: jax.Array, features: int, strides) -> bool:
   return strided or x.shape[-1] != features
 
 
-def _shortcut(x: jax.Array, features: int, strides, conv: ModuleDef, norm: ModuleDef | None,
-              train: bool) -> jax.Array:
-  """Identity when shapes agree, else a 1x1 strided projection (He et al., option B)."""
+SHORTCUTS = ('identity', 'none', 'gated')
+PROJECTIONS = ('conv', 'pad')
+
+
+def _shortcut(x: jax.Array, features: int, strides, projection: str, conv: ModuleDef,
+              norm: ModuleDef | None, train: bool) -> jax.Array:
+  """Identity when shapes agree; else a 1x1 strided projection ('conv', He et al. option B) or
+  subsampling plus zero channels ('pad', option A: no parameters, the CIFAR ResNets' choice)."""
   if not _needs_projection(x, features, strides):
     return x
+  if projection == 'pad':
+    strides = arithmetic.as_tuple(strides, x.ndim - 2, 'strides')
+    x = x[(slice(None), *(slice(None, None, s) for s in strides))]
+    return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, features - x.shape[-1])])
   x = conv(features, 1, strides=strides, use_bias=norm is None, name='projection')(x)
   return _norm(norm, x, train)
 
 
+def _check_options(block: nn.Module) -> None:
+  if block.shortcut not in SHORTCUTS or block.projection not in PROJECTIONS:
+    raise ValueError(f'{type(block).__name__}(shortcut={block.shortcut!r}, projection='
+                     f'{block.projection!r}): expected shortcut in {SHORTCUTS} and projection in '
+                     f'{PROJECTIONS}.')
+
+
 def _residual_output(block: nn.Module, x: jax.Array, y: jax.Array, features: int,
                      train: bool) -> jax.Array:
-  """The last norm of a residual branch, then ``act(branch + shortcut)`` (or ``act(branch)``)."""
-  y = _norm(block.norm, y, train, zero_init=block.zero_init_last and block.shortcut)
-  if not block.shortcut:
+  """The last norm of a residual branch ``y``, then the join with the input ``x``.
+
+  'identity': ``act(y + shortcut(x))``; 'none' (the plain twin): ``act(y)``; 'gated' (highway,
+  Srivastava et al., 2015): ``act(T y + (1 - T) shortcut(x))`` with the transform gate
+  ``T = sigmoid(1x1 conv(x))``, its bias starting at -1 so the block starts mostly carrying ``x``.
+  """
+  y = _norm(block.norm, y, train, zero_init=block.zero_init_last and block.shortcut == 'identity')
+  if block.shortcut == 'none':
     return block.act(y)
   y = StochasticDepth(block.drop_rate)(y, deterministic=not train)
-  return block.act(y + _shortcut(x, features, block.strides, block.conv, block.norm, train))
+  carried = _shortcut(x, features, block.strides, block.projection, block.conv, block.norm, train)
+  if block.shortcut == 'identity':
+    return block.act(y + carried)
+  gate = nn.sigmoid(block.conv(features, 1, strides=block.strides, name='gate',
+                               bias_init=nn.initializers.constant(-1.0))(x))
+  return block.act(gate * y + (1.0 - gate) * carried)
 
 
 class ResidualBlock(nn.Module):
@@ -80,7 +107,9 @@ class ResidualBlock(nn.Module):
   Attributes:
     features: output channels.
     strides: stride of the first convolution (and of the projection shortcut).
-    shortcut: False gives the plain (no-shortcut) twin used in the degradation experiment.
+    shortcut: 'identity' (residual), 'none' (the plain twin of the degradation experiment) or
+      'gated' (highway); see `_residual_output`.
+    projection: how the shortcut changes shape: 'conv' (1x1 + norm) or 'pad' (parameter-free).
     zero_init_last: start the last norm's scale at 0, so the block starts as the identity.
     drop_rate: stochastic-depth drop probability of the residual branch.
   """
@@ -89,12 +118,14 @@ class ResidualBlock(nn.Module):
   conv: ModuleDef = Conv
   norm: ModuleDef | None = BatchNorm
   act: Callable = nn.relu
-  shortcut: bool = True
+  shortcut: str = 'identity'
+  projection: str = 'conv'
   zero_init_last: bool = True
   drop_rate: float = 0.0
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    _check_options(self)
     y = self.conv(self.features, 3, strides=self.strides, use_bias=self.norm is None)(x)
     y = self.act(_norm(self.norm, y, train))
     y = self.conv(self.features, 3, use_bias=self.norm is None)(y)
@@ -109,7 +140,7 @@ class BottleneckBlock(nn.Module):
     strides: the block's stride, on the 3x3 convolution (ResNet v1.5, torchvision) or, with
       ``stride_in_3x3=False``, on the first 1x1 (the original paper, ResNet v1).
     expansion: output width over bottleneck width (4 in ResNet-50/101/152).
-    shortcut, zero_init_last, drop_rate: as in `ResidualBlock`.
+    shortcut, projection, zero_init_last, drop_rate: as in `ResidualBlock`.
   """
   features: int
   strides: int | tuple[int, ...] = 1
@@ -118,12 +149,14 @@ class BottleneckBlock(nn.Module):
   conv: ModuleDef = Conv
   norm: ModuleDef | None = BatchNorm
   act: Callable = nn.relu
-  shortcut: bool = True
+  shortcut: str = 'identity'
+  projection: str = 'conv'
   zero_init_last: bool = True
   drop_rate: float = 0.0
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    _check_options(self)
     bias = self.norm is None
     y = self.conv(self.features, 1, strides=1 if self.stride_in_3x3 else self.strides,
                   use_bias=bias)(x)

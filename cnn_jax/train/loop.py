@@ -1,6 +1,7 @@
 """`train_and_evaluate(config, workdir)`: the training loop, importable from tests and notebooks."""
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -46,7 +47,7 @@ def state_initializer(model, tx, example_shape, config):
   return init
 
 
-EVAL_METRICS = ('loss', 'accuracy', 'top5_accuracy')
+EVAL_METRICS = ('loss', 'accuracy', 'top5_accuracy', 'mean_iou')
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -65,6 +66,30 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.model.name not in models.list_models():
     raise ValueError(f'config.model.name={config.model.name!r}: registered models are '
                      f'{", ".join(models.list_models())}.')
+
+
+def check_task(config: ml_collections.ConfigDict, model, source: sources.Source,
+               example_shape: tuple) -> None:
+  """Model output, loss and metrics against the data's labels, from shapes alone (no compile)."""
+  dense = bool(source.label_shape)
+  kind = 'per-pixel' if dense else 'per-example'
+  if dense != (config.loss == 'pixel_cross_entropy'):
+    raise ValueError(f"{source.name} has {kind} labels but config.loss={config.loss!r}; use "
+                     f"{'pixel_cross_entropy' if dense else 'softmax_cross_entropy'}.")
+  for field in ('optim.plateau_metric', 'checkpoint.best_metric'):
+    section, name = field.split('.')
+    if config[section][name] == ('top5_accuracy' if dense else 'mean_iou'):
+      raise ValueError(f'config.{field}={config[section][name]!r} is not computed for {kind} '
+                       f"labels; use 'accuracy'{' or mean_iou' if dense else ''}.")
+  output = jax.eval_shape(functools.partial(model.init_with_output, train=False),
+                          jax.random.key(0), jax.ShapeDtypeStruct((1, *example_shape),
+                                                                  jnp.float32))[0]
+  expected = (1, *source.label_shape, source.num_classes)
+  if tuple(output.shape) != expected:
+    raise ValueError(f'Model {config.model.name!r} maps one {source.name} example '
+                     f'{(1, *example_shape)} to {tuple(output.shape)}, but the labels need logits '
+                     f'{expected}: pick a {"dense-prediction" if dense else "classification"} '
+                     'model for this dataset.')
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -94,6 +119,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   schedule = optim.learning_rate(config.optim, steps_per_epoch, total_steps)
   tx = optim.create(config.optim, schedule)
   model = build_model(config, train_source.num_classes)
+  check_task(config, model, train_source, example_shape)
 
   init = state_initializer(model, tx, example_shape, config)
   replicated = parallel.replicated(mesh)

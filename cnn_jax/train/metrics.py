@@ -6,9 +6,13 @@ import numpy as np
 
 
 def correct_top_k(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
-  """[N] 1.0 where the label is among the k highest logits (ties count in the label's favour)."""
-  true = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-  return ((logits > true).sum(-1) < k).astype(jnp.float32)
+  """[N] 1.0 where the label is among the k highest logits (ties count in the label's favour).
+
+  With per-pixel labels [N, *S] and logits [N, *S, K]: each example's fraction of correct pixels.
+  """
+  true = jnp.take_along_axis(logits, labels[..., None], axis=-1)
+  correct = ((logits > true).sum(-1) < k).astype(jnp.float32)
+  return correct.reshape(correct.shape[0], -1).mean(-1)
 
 
 def confusion_matrix(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:

@@ -45,10 +45,13 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
       variables = {'params': params}
       if state.batch_stats:
         variables['batch_stats'] = state.batch_stats
-      logits, updates = model.apply(variables, batch['image'], train=True,
-                                    rngs=_rngs(root, state.step, per_device),
-                                    mutable=['batch_stats'])
-      loss = loss_fn(logits, batch['label'], label_smoothing=config.label_smoothing).mean()
+      outputs, updates = model.apply(variables, batch['image'], train=True,
+                                     rngs=_rngs(root, state.step, per_device),
+                                     mutable=['batch_stats'])
+      # Auxiliary classifiers (GoogLeNet) return (logits, *aux_logits) in training.
+      logits, *aux = outputs if isinstance(outputs, tuple) else (outputs,)
+      loss_of = lambda z: loss_fn(z, batch['label'], label_smoothing=config.label_smoothing).mean()
+      loss = loss_of(logits) + config.aux_loss_weight * sum(loss_of(z) for z in aux)
       return loss, (logits, updates.get('batch_stats', {}))
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
@@ -77,7 +80,10 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
 
 
 def make_eval_step(model, config: ml_collections.ConfigDict, mesh: Mesh) -> Callable:
-  """``eval_step(state, batch) -> sums`` of loss, correct top-1/top-5 and count, masked."""
+  """``eval_step(state, batch) -> sums`` of loss, correct top-1/top-5 and count, masked.
+
+  Per-pixel labels add the confusion matrix, from which `evaluate` computes the mean IoU.
+  """
   per_device = config.parallel.mode == 'pmap'
   loss_fn = losses.CLASSIFICATION_LOSSES[config.loss]
 
@@ -88,7 +94,9 @@ def make_eval_step(model, config: ml_collections.ConfigDict, mesh: Mesh) -> Call
     sums = {'loss': (loss_fn(logits, batch['label']) * mask).sum(),
             'accuracy': (metrics.correct_top_k(logits, batch['label'], 1) * mask).sum(),
             'count': mask.sum()}
-    if logits.shape[-1] > 5:
+    if batch['label'].ndim > 1:
+      sums['confusion'] = metrics.confusion_matrix(logits, batch['label'], mask)
+    elif logits.shape[-1] > 5:
       sums['top5_accuracy'] = (metrics.correct_top_k(logits, batch['label'], 5) * mask).sum()
     return lax.psum(sums, AXIS) if per_device else sums
 
@@ -99,7 +107,8 @@ def make_eval_step(model, config: ml_collections.ConfigDict, mesh: Mesh) -> Call
 
 
 def evaluate(eval_step: Callable, state: TrainState, batches) -> dict[str, float]:
-  """Runs ``eval_step`` over every batch; returns the per-example means and the count."""
+  """Runs ``eval_step`` over every batch; returns the per-example means and the count (and the
+  mean IoU over the whole split for per-pixel labels)."""
   totals = None
   for batch in batches:
     sums = eval_step(state, batch)
@@ -108,4 +117,8 @@ def evaluate(eval_step: Callable, state: TrainState, batches) -> dict[str, float
     jax.block_until_ready(totals)
   totals = jax.device_get(totals)
   count = float(totals.pop('count'))
-  return {**{k: float(v) / count for k, v in totals.items()}, 'count': count}
+  confusion = totals.pop('confusion', None)
+  results = {**{k: float(v) / count for k, v in totals.items()}, 'count': count}
+  if confusion is not None:
+    results['mean_iou'] = metrics.mean_iou(confusion)
+  return results

@@ -1,0 +1,26 @@
+"""DeepBind on offline DNA sequences with a planted motif (binding) or a shuffled decoy.
+
+  ./launch.sh --config=experiments/motifs_deepbind.py --workdir=runs/deepbind
+
+Target: >= 95% test accuracy; the motif filters recover the planted position weight matrix.
+"""
+
+from experiments import base
+
+
+def get_config():
+  config = base.get_config()
+  config.data.name = 'motifs'
+  config.model.name = 'deepbind'
+  config.model.kwargs.num_motifs = 16
+  config.model.kwargs.motif_length = 16
+  config.batch_size = 64
+  config.eval_batch_size = 500
+  config.num_epochs = 10
+  config.optim.name = 'adam'
+  config.optim.lr = 3e-3
+  config.optim.schedule = 'cosine'
+  config.log_every = 50
+  config.eval_every = 500
+  config.checkpoint.every = 500
+  return config

@@ -1,0 +1,15 @@
+"""FCN-8s (VGG-16 layout, 1/8 width) on the offline shapes segmentation task.
+
+  ./launch.sh --config=experiments/shapes_fcn.py --workdir=runs/shapes_fcn
+
+FCN-32s and -16s: --config.model.name=fcn32s (or fcn16s). Reported in the README's table.
+"""
+
+from experiments import shapes_unet
+
+
+def get_config():
+  config = shapes_unet.get_config()
+  config.model.name = 'fcn8s'
+  config.model.kwargs = {'width': 8, 'dense_features': 128, 'batch_norm': True, 'dropout': 0.1}
+  return config

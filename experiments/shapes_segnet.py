@@ -1,0 +1,13 @@
+"""SegNet (VGG-16 encoder, 1/8 width, four stages) on the offline shapes segmentation task.
+
+  ./launch.sh --config=experiments/shapes_segnet.py --workdir=runs/shapes_segnet
+"""
+
+from experiments import shapes_unet
+
+
+def get_config():
+  config = shapes_unet.get_config()
+  config.model.name = 'segnet'
+  config.model.kwargs = {'width': 8, 'num_stages': 4}
+  return config
