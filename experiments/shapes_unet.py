@@ -2,7 +2,8 @@
 
   ./launch.sh --config=experiments/shapes_unet.py --workdir=runs/shapes_unet
 
-Target: >= 0.9 test mean IoU (over background, circle, square, triangle).
+Target: >= 0.9 test mean IoU (over background, circle, square, triangle). Measured: 0.917 mean
+IoU, 98.8% pixel accuracy (seed 0, 1,500 steps, 22 min on 2 CPU cores shared with other runs).
 Add or remove a resolution level with --config.model.kwargs.levels=5 (or 3).
 """
 

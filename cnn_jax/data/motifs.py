@@ -12,14 +12,14 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 LENGTH = 101
-MOTIF_LENGTH = 10
+MOTIF_LENGTH = 12
 BASES = 'ACGT'
 SPLITS = {'train': (8000, 1), 'test': (2000, 2)}  # examples, seed
 
 
 def motif_pwm() -> np.ndarray:
   """The planted motif: [MOTIF_LENGTH, 4] base probabilities per position (rows sum to 1)."""
-  return np.random.default_rng(2015).dirichlet(np.full(4, 0.25), size=MOTIF_LENGTH)
+  return np.random.default_rng(2015).dirichlet(np.full(4, 0.1), size=MOTIF_LENGTH)
 
 
 def _sample(pwm: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -11,6 +11,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cnn_jax import layers as L
 
@@ -45,3 +46,23 @@ class DeepBind(nn.Module):
       pooled = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name='hidden')(pooled))
     pooled = nn.Dropout(self.dropout, deterministic=not train)(pooled)
     return nn.Dense(self.num_classes, dtype=self.dtype, name='head')(pooled)
+
+
+def motif_match(kernel: np.ndarray, pwm: np.ndarray) -> tuple[float, int, int]:
+  """The filter window that best matches a motif: ``(correlation, filter, offset)``.
+
+  Pearson correlation between each filter's weights over ``len(pwm)`` consecutive positions
+  (centred per position: only the preference among bases matters) and ``pwm - 0.25``, maximised
+  over filters and offsets. ``kernel``: [width, 4, filters] (``params['motifs']['kernel']``);
+  ``pwm``: [length, 4] base probabilities, ``length <= width``.
+  """
+  width, _, filters = kernel.shape
+  length = len(pwm)
+  reference = (pwm - 0.25).ravel()
+  best = (-1.0, 0, 0)
+  for index in range(filters):
+    for offset in range(width - length + 1):
+      window = kernel[offset:offset + length, :, index]
+      window = window - window.mean(-1, keepdims=True)
+      best = max(best, (float(np.corrcoef(window.ravel(), reference)[0, 1]), index, offset))
+  return best
