@@ -9,5 +9,5 @@ from experiments import shapes_unet
 def get_config():
   config = shapes_unet.get_config()
   config.model.name = 'dilated_context'
-  config.model.kwargs = {'width': 24}
+  config.model.kwargs = {'width': 16}
   return config
