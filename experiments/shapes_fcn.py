@@ -2,7 +2,7 @@
 
   ./launch.sh --config=experiments/shapes_fcn.py --workdir=runs/shapes_fcn
 
-FCN-32s and -16s: --config.model.name=fcn32s (or fcn16s). Reported in the README's table.
+FCN-32s and -16s: --config.model.name=fcn32s (or fcn16s).
 
 Measured: 0.783 test mean IoU, 96.4% pixel accuracy (seed 0, 3.5 min on 2 CPU cores): the
 coarse x8 upsampling blurs the boundaries U-Net keeps (0.917).

@@ -76,11 +76,12 @@ def check_task(config: ml_collections.ConfigDict, model, source: sources.Source,
   if dense != (config.loss == 'pixel_cross_entropy'):
     raise ValueError(f"{source.name} has {kind} labels but config.loss={config.loss!r}; use "
                      f"{'pixel_cross_entropy' if dense else 'softmax_cross_entropy'}.")
+  usable = "'accuracy' or 'mean_iou'" if dense else "'accuracy' or 'top5_accuracy'"
   for field in ('optim.plateau_metric', 'checkpoint.best_metric'):
     section, name = field.split('.')
     if config[section][name] == ('top5_accuracy' if dense else 'mean_iou'):
       raise ValueError(f'config.{field}={config[section][name]!r} is not computed for {kind} '
-                       f"labels; use 'accuracy'{' or mean_iou' if dense else ''}.")
+                       f'labels; use {usable}.')
   output = jax.eval_shape(functools.partial(model.init_with_output, train=False),
                           jax.random.key(0), jax.ShapeDtypeStruct((1, *example_shape),
                                                                   jnp.float32))[0]
