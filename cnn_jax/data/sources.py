@@ -72,7 +72,11 @@ def load(name: str, split: str, data_dir: str | None = None) -> Source:
         'it is prepared.') from error
   features = builder.info.features
   label = features['label']
-  # Per-pixel labels are Tensor features; their builders name the class count.
-  num_classes = label.num_classes if hasattr(label, 'num_classes') else builder.NUM_CLASSES
+  # Per-pixel labels are Tensor features; our builders name the class count.
+  num_classes = getattr(label, 'num_classes', None) or getattr(builder, 'NUM_CLASSES', None)
+  if num_classes is None:
+    raise ValueError(f"Dataset {name!r}: its 'label' feature ({type(label).__name__}) has no class "
+                     'count; the loop reads class labels (ClassLabel) or per-pixel labels from '
+                     'a builder that sets NUM_CLASSES, as cnn_jax/data/shapes.py does.')
   return Source(records, num_classes, tuple(features['image'].shape), name, split,
                 tuple(label.shape))

@@ -47,7 +47,8 @@ def bilinear_kernel_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32
   *kernel_size, features, channels = shape
   if features != channels:
     raise ValueError(f'bilinear_kernel_init: kernel shape {tuple(shape)} maps {channels} channels '
-                     f'to {features}; interpolation needs as many outputs as inputs.')
+                     f'to {features}; interpolation needs as many outputs as inputs: give the ConvTranspose '
+                     f'features={channels}.')
   taps = []
   for size in kernel_size:
     factor = (size + 1) // 2

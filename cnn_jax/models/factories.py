@@ -6,6 +6,11 @@ from typing import Any
 from cnn_jax import layers as L
 
 
+def scale_width(channels: int, multiplier: float) -> int:
+  """A layer's channels under a width multiplier (MobileNet's alpha), at least one."""
+  return max(1, int(channels * multiplier))
+
+
 def conv_and_norm(dtype: Any, axis_name: str | None):
   """``(conv, norm)`` partials computing in ``dtype``; BatchNorm reduces over ``axis_name``.
 

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 
 from cnn_jax import layers as L
-from cnn_jax.models.factories import conv_and_norm
+from cnn_jax.models.factories import conv_and_norm, scale_width
 
 # Table 1: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj; None = 3x3/2 max-pool.
 MODULES = (
@@ -62,7 +62,7 @@ class GoogLeNet(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False):
     conv, norm = conv_and_norm(self.dtype, self.axis_name)
     norm = norm if self.batch_norm else None
-    width = lambda c: max(1, int(c * self.width_multiplier))
+    width = functools.partial(scale_width, multiplier=self.width_multiplier)
     unit = functools.partial(L.ConvNormAct, conv=conv, norm=norm)
     x = unit(width(64), 7, strides=2, name='conv1')(x, train)
     x = L.max_pool(x, 3, strides=2, padding='SAME')

@@ -6,13 +6,14 @@ The width multiplier ``alpha`` thins every layer; the resolution multiplier is t
 224x224, 4,231,976 parameters and 569 M multiply-adds.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 
 from cnn_jax import layers as L
-from cnn_jax.models.factories import conv_and_norm
+from cnn_jax.models.factories import conv_and_norm, scale_width
 
 # (pointwise channels, depthwise stride) of the 13 separable blocks (Table 1).
 BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), *((512, 1),) * 5,
@@ -34,7 +35,7 @@ class MobileNetV1(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     conv, norm = conv_and_norm(self.dtype, self.axis_name)
-    width = lambda c: max(1, int(c * self.width_multiplier))
+    width = functools.partial(scale_width, multiplier=self.width_multiplier)
     x = L.ConvNormAct(width(32), 3, strides=2, conv=conv, norm=norm, name='stem')(x, train)
     for index, (features, stride) in enumerate(BLOCKS):
       channels = x.shape[-1]
