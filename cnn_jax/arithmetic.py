@@ -452,25 +452,8 @@ class _Tracer:
     return None
 
 
-def summarize(model, input_shape: Sequence[int], *, dtype: Any = None,
-              print_fn=print, **call_kwargs) -> Summary:
-  """Per-layer table of ``model`` on inputs of ``input_shape``, computed from the model itself.
-
-  The model is traced abstractly (`jax.eval_shape` / `jax.make_jaxpr`), so even ImageNet-size
-  networks cost no memory. Multiply-adds come from every convolution and matrix product in the
-  trace, and receptive fields are propagated through the traced computation, so branches,
-  shortcuts and concatenations are accounted for.
-
-  Args:
-    model: a flax linen module taking ``x`` of ``input_shape`` as its first argument.
-    input_shape: [N, *spatial, C] (N may be 1).
-    dtype: input dtype (default float32).
-    print_fn: called with the table; ``None`` prints nothing.
-    **call_kwargs: extra arguments of the model's ``__call__`` (e.g. ``train=False``).
-
-  Returns:
-    A `Summary` with one `LayerSummary` per leaf module, in call order, and the totals.
-  """
+def _trace(model, input_shape: Sequence[int], dtype: Any, call_kwargs: dict):
+  """Traces ``model`` abstractly: (variables, {path: (kind, output shape)} in call order, tracer)."""
   x = jax.ShapeDtypeStruct(tuple(input_shape), dtype or jnp.float32)
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1),
           'stochastic_depth': jax.random.key(2)}
@@ -497,6 +480,40 @@ def summarize(model, input_shape: Sequence[int], *, dtype: Any = None,
   tracer = _Tracer(len(input_shape) - 2)
   tracer.fields[closed.jaxpr.invars[-1]] = Field.identity(len(input_shape) - 2)
   tracer.walk(closed.jaxpr, ())
+  return variables, calls, tracer
+
+
+def layer_fields(model, input_shape: Sequence[int], *, dtype: Any = None,
+                 **call_kwargs) -> dict[str, Field]:
+  """The receptive field (size, jump, start) of every module's output, by '/'-joined path.
+
+  Traced like `summarize`; modules whose output has lost its spatial layout are left out.
+  """
+  _, calls, tracer = _trace(model, input_shape, dtype, call_kwargs)
+  fields = {'/'.join(path): tracer.last_field.get(path) for path in calls if path}
+  return {name: field for name, field in fields.items() if field is not None}
+
+
+def summarize(model, input_shape: Sequence[int], *, dtype: Any = None,
+              print_fn=print, **call_kwargs) -> Summary:
+  """Per-layer table of ``model`` on inputs of ``input_shape``, computed from the model itself.
+
+  The model is traced abstractly (`jax.eval_shape` / `jax.make_jaxpr`), so even ImageNet-size
+  networks cost no memory. Multiply-adds come from every convolution and matrix product in the
+  trace, and receptive fields are propagated through the traced computation, so branches,
+  shortcuts and concatenations are accounted for.
+
+  Args:
+    model: a flax linen module taking ``x`` of ``input_shape`` as its first argument.
+    input_shape: [N, *spatial, C] (N may be 1).
+    dtype: input dtype (default float32).
+    print_fn: called with the table; ``None`` prints nothing.
+    **call_kwargs: extra arguments of the model's ``__call__`` (e.g. ``train=False``).
+
+  Returns:
+    A `Summary` with one `LayerSummary` per leaf module, in call order, and the totals.
+  """
+  variables, calls, tracer = _trace(model, input_shape, dtype, call_kwargs)
 
   def count(tree) -> int:
     return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree))

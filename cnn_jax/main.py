@@ -47,20 +47,14 @@ def parse_flags(argv: list[str]) -> list[str]:
         '(e.g. --config.optim.lr=0.05).') from error
 
 
-class _QuietOrbax:
-  """Keeps Orbax's per-save INFO chatter out of the training log (warnings still show)."""
-
-  def filter(self, record) -> bool:
-    return record.levelno >= 30 or '/orbax/' not in record.pathname
-
-
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments {argv[1:]}; flags are --config, --workdir, '
                          '--config.<field>=<value> and the multi-host flags.')
-  logging.get_absl_handler().addFilter(_QuietOrbax())
+  from cnn_jax.train import checkpoint, loop  # pylint: disable=g-import-not-at-top
+  # Orbax's per-save INFO chatter stays out of the training log; its warnings still show.
+  logging.get_absl_handler().addFilter(checkpoint.OrbaxBelow())
   _initialize_distributed()
-  from cnn_jax.train import loop  # pylint: disable=g-import-not-at-top
   config_path = config_flags.get_config_filename(flags.FLAGS['config'])
   name = os.path.splitext(os.path.basename(config_path))[0]
   workdir = _WORKDIR.value or os.path.join('runs', f'{name}-{time.strftime("%Y%m%d-%H%M%S")}')

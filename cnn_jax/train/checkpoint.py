@@ -1,5 +1,8 @@
 """Orbax checkpoints: async saves, the last K plus the best by an eval metric, automatic resume."""
 
+import contextlib
+import logging
+import math
 import os
 
 import jax
@@ -7,26 +10,75 @@ import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
+# The parts of a `TrainState` that inference needs (never the optimiser state).
+INFERENCE_FIELDS = ('params', 'batch_stats', 'ema_params')
+
+
+class OrbaxBelow(logging.Filter):
+  """Drops Orbax's log records below ``level`` (its per-save INFO lines, read-only notices)."""
+
+  def __init__(self, level: int = logging.WARNING):
+    super().__init__()
+    self.level = level
+
+  def filter(self, record) -> bool:
+    return record.levelno >= self.level or '/orbax/' not in record.pathname
+
+
+@contextlib.contextmanager
+def quiet(level: int = logging.ERROR):
+  """Within the block, Orbax logs only from ``level`` up (absl's logger)."""
+  below = OrbaxBelow(level)
+  logger = logging.getLogger('absl')
+  logger.addFilter(below)
+  try:
+    yield
+  finally:
+    logger.removeFilter(below)
+
 
 def directory(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
 
+def ranking(metric: str, mode: str):
+  """Sort key of a checkpoint's saved metrics: the best checkpoint has the highest key.
+
+  A non-finite or missing metric ranks last (a diverged model never wins best-k), and among equal
+  metrics the earliest step wins (``metrics['step']`` is saved with every checkpoint).
+  """
+  if mode not in ('max', 'min'):
+    raise ValueError(f"checkpoint.best_mode={mode!r}: expected 'max' or 'min'.")
+  sign = 1.0 if mode == 'max' else -1.0
+
+  def key(metrics: dict) -> tuple[float, float]:
+    value = metrics.get(metric)
+    value = sign * value if isinstance(value, (int, float)) and math.isfinite(value) else -math.inf
+    return value, -metrics.get('step', 0)
+
+  return key
+
+
 def manager(workdir: str, config: ml_collections.ConfigDict | None = None,
             read_only: bool = False) -> ocp.CheckpointManager:
-  """A manager over ``WORKDIR/checkpoints``; ``config.checkpoint`` sets retention."""
+  """A manager over ``WORKDIR/checkpoints``; ``config.checkpoint`` sets retention and best-k.
+
+  The metric of every save is written beside it (Orbax does so only when ``best_fn`` is set), so
+  `best_step()` stays right across restarts and processes.
+  """
+  ckpt = config.checkpoint if config is not None else None
+  best = dict(best_fn=ranking(ckpt.best_metric, ckpt.best_mode), best_mode='max') if (
+      ckpt is not None and ckpt.best_metric) else {}
   if read_only or config is None:
     return ocp.CheckpointManager(directory(workdir), options=ocp.CheckpointManagerOptions(
-        read_only=True, enable_async_checkpointing=False))
-  ckpt = config.checkpoint
+        read_only=True, enable_async_checkpointing=False, **best))
   keep = [policies.LatestN(n=ckpt.keep)]
-  if ckpt.best_metric:
-    keep.append(policies.BestN(get_metric_fn=lambda m: m[ckpt.best_metric],
-                               reverse=ckpt.best_mode == 'min', n=1,
+  if best:
+    keep.append(policies.BestN(get_metric_fn=best['best_fn'], n=1,
                                keep_checkpoints_without_metrics=False))
   return ocp.CheckpointManager(directory(workdir), options=ocp.CheckpointManagerOptions(
       preservation_policy=policies.AnyPreservationPolicy(keep),
-      enable_async_checkpointing=True))
+      enable_async_checkpointing=True, **best))
 
 
 def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None):
@@ -42,6 +94,16 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None
   return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
 
+def restore_inference(mngr: ocp.CheckpointManager, step: int, abstract: dict) -> dict:
+  """Restores only ``abstract``'s fields of a saved `TrainState` (a subset of INFERENCE_FIELDS),
+  onto the shardings its leaves carry; the optimiser state is never read."""
+  restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
+  return mngr.restore(step, args=ocp.args.PyTreeRestore(abstract, restore_args=restore_args,
+                                                        partial_restore=True))
+
+
 def save(mngr: ocp.CheckpointManager, state, metrics: dict | None = None) -> None:
   """Starts an async save of ``state`` at its step, with the eval ``metrics`` if any."""
-  mngr.save(int(jax.device_get(state.step)), args=ocp.args.StandardSave(state), metrics=metrics)
+  step = int(jax.device_get(state.step))
+  mngr.save(step, args=ocp.args.StandardSave(state),
+            metrics=None if metrics is None else {**metrics, 'step': step})

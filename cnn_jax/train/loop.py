@@ -135,7 +135,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   train_step = steps.make_train_step(model, tx, schedule, config, mesh,
                                      optim.kernel_constraint(config.optim))
-  eval_step = steps.make_eval_step(model, config, mesh)
+  eval_step = steps.make_eval_step(model, config.loss, mesh, config.parallel.mode == 'pmap')
   writer = MetricWriter(workdir, total_steps)
   start_step = int(jax.device_get(state.step))
   batches = pipeline.train_batches(train_source, config, mesh, start_step)
@@ -143,7 +143,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   sync_every = 4 if jax.default_backend() == 'cpu' else config.log_every
 
   def run_eval(state) -> dict[str, float]:
-    results = steps.evaluate(eval_step, state, pipeline.eval_batches(eval_source, config, mesh))
+    results = steps.evaluate(eval_step, state.variables(use_ema=bool(config.ema_decay)),
+                             pipeline.eval_batches(eval_source, config, mesh))
     writer.write(int(state.step), results, 'eval')
     return results
 

@@ -79,17 +79,15 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
                                                         parallel.replicated(mesh)))
 
 
-def make_eval_step(model, config: ml_collections.ConfigDict, mesh: Mesh) -> Callable:
-  """``eval_step(state, batch) -> sums`` of loss, correct top-1/top-5 and count, masked.
+def make_eval_step(model, loss: str, mesh: Mesh, per_device: bool = False) -> Callable:
+  """``eval_step(variables, batch) -> sums`` of loss, correct top-1/top-5 and count, masked.
 
   Per-pixel labels add the confusion matrix, from which `evaluate` computes the mean IoU.
   """
-  per_device = config.parallel.mode == 'pmap'
-  loss_fn = losses.CLASSIFICATION_LOSSES[config.loss]
+  loss_fn = losses.CLASSIFICATION_LOSSES[loss]
 
-  def step(state: TrainState, batch: dict):
-    logits = model.apply(state.variables(use_ema=bool(config.ema_decay)), batch['image'],
-                         train=False)
+  def step(variables: dict, batch: dict):
+    logits = model.apply(variables, batch['image'], train=False)
     mask = batch['mask']
     sums = {'loss': (loss_fn(logits, batch['label']) * mask).sum(),
             'accuracy': (metrics.correct_top_k(logits, batch['label'], 1) * mask).sum(),
@@ -106,12 +104,12 @@ def make_eval_step(model, config: ml_collections.ConfigDict, mesh: Mesh) -> Call
   return jax.jit(step, out_shardings=parallel.replicated(mesh))
 
 
-def evaluate(eval_step: Callable, state: TrainState, batches) -> dict[str, float]:
+def evaluate(eval_step: Callable, variables: dict, batches) -> dict[str, float]:
   """Runs ``eval_step`` over every batch; returns the per-example means and the count (and the
   mean IoU over the whole split for per-pixel labels)."""
   totals = None
   for batch in batches:
-    sums = eval_step(state, batch)
+    sums = eval_step(variables, batch)
     totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
     # On CPU, a many-device collective left waiting on undispatched peers aborts: sync each batch.
     jax.block_until_ready(totals)

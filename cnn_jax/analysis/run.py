@@ -1,0 +1,246 @@
+"""`load_run(workdir)`: a finished or running experiment, opened for analysis in one line.
+
+    run = load_run('runs/digits')               # or step='best' / an int
+    logits = run.apply(images)                   # jitted, eval mode
+    run.evaluate()                               # == final_metrics.json
+
+Only what inference needs is restored (params and BatchNorm statistics, or the EMA parameters
+when the run evaluated them), read-only, onto one device by default: a run trained on any number
+of devices or hosts opens on a laptop, also while its training still writes to the workdir.
+"""
+
+import collections
+import dataclasses
+import functools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from cnn_jax import models
+from cnn_jax.data import pipeline, sources
+from cnn_jax.train import checkpoint, parallel, steps
+
+
+def _tuples(value):
+  """JSON turns tuples into lists; model fields and configs expect the tuples back."""
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  return value
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run was started with (``WORKDIR/config.json``)."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f'No run at {workdir}: the directory does not exist; pass the '
+                            '--workdir of a training run.')
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{workdir} is not a run directory: it has no config.json (found: '
+                            f'{sorted(os.listdir(workdir)) or "nothing"}); pass the --workdir of a '
+                            'training run.')
+  with open(path, encoding='utf-8') as f:
+    return ml_collections.ConfigDict(_tuples(json.load(f)))
+
+
+@dataclasses.dataclass
+class Run:
+  """One training run, opened for analysis.
+
+  Attributes:
+    workdir: the run directory.
+    config: its config (``config.json``).
+    model: the model in eval form (no per-device BatchNorm axis).
+    variables: ``{'params', 'batch_stats'?}`` at ``step``.
+    step: the checkpoint's step.
+    mesh: the devices evaluation runs on.
+  """
+  workdir: str
+  config: ml_collections.ConfigDict
+  model: nn.Module
+  variables: dict
+  step: int
+  mesh: jax.sharding.Mesh
+
+  @functools.cached_property
+  def _apply(self):
+    return jax.jit(lambda variables, x: self.model.apply(variables, x, train=False))
+
+  def apply(self, x) -> jax.Array:
+    """The model's eval-mode output on a batch ``x`` [N, *S, C] (normalised like the data)."""
+    return self._apply(self.variables, x)
+
+  def steps(self) -> list[int]:
+    """Every step that has a complete checkpoint now (training may still be adding some)."""
+    with checkpoint.quiet():
+      return checkpoint.manager(self.workdir, read_only=True).all_steps()
+
+  def _source(self, split: str | None) -> sources.Source:
+    data = self.config.data
+    return sources.load(data.name, split or data.eval_split, data.data_dir)
+
+  def eval_batches(self, split: str | None = None) -> Iterator[dict]:
+    """The run's evaluation pipeline (no augmentation, normalised) over ``split`` (default the
+    eval split): numpy ``{'image', 'label'}`` batches holding every example once."""
+    for batch in pipeline.eval_batches(self._source(split), self.config, self.mesh):
+      batch = jax.device_get(batch)
+      keep = batch['mask'] > 0
+      yield {'image': batch['image'][keep], 'label': batch['label'][keep]}
+
+  def predict(self, split: str | None = None) -> dict[str, np.ndarray]:
+    """``{'image', 'label', 'logits'}`` of every example of ``split``, concatenated."""
+    parts = collections.defaultdict(list)
+    for batch in self.eval_batches(split):
+      parts['image'].append(batch['image'])
+      parts['label'].append(batch['label'])
+      parts['logits'].append(np.asarray(self.apply(batch['image'])))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+  def evaluate(self, split: str | None = None) -> dict[str, float]:
+    """The training loop's own evaluation (same step, same masking): on the eval split at the
+    final step it reproduces ``final_metrics.json``."""
+    eval_step = steps.make_eval_step(self.model, self.config.loss, self.mesh)
+    replicated = jax.device_put(self.variables, parallel.replicated(self.mesh))
+    return steps.evaluate(eval_step, replicated,
+                          pipeline.eval_batches(self._source(split), self.config, self.mesh))
+
+  def history(self) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """``{'train' | 'eval': {name: (steps, values)}}`` from ``metrics.jsonl``, each step once
+    (the latest record wins where a resumed run logged a step again)."""
+    records = collections.defaultdict(dict)
+    path = os.path.join(self.workdir, 'metrics.jsonl')
+    if os.path.exists(path):
+      with open(path, encoding='utf-8') as f:
+        for line in f:
+          if line.strip():
+            record = json.loads(line)
+            records[record.pop('split')][record.pop('step')] = record
+    history = {}
+    for split, by_step in records.items():
+      order = sorted(by_step)
+      names = sorted({name for record in by_step.values() for name in record})
+      history[split] = {name: (np.asarray([s for s in order if name in by_step[s]]),
+                               np.asarray([by_step[s][name] for s in order if name in by_step[s]],
+                                          np.float64)) for name in names}
+    return history
+
+
+def _pick_step(mngr: ocp.CheckpointManager, step, workdir: str, config) -> int:
+  available = mngr.all_steps()
+  directory = checkpoint.directory(workdir)
+  if not available:
+    partial = [name for name in os.listdir(directory)] if os.path.isdir(directory) else []
+    found = (f'only unfinished saves {sorted(partial)} (a save interrupted before it completed)'
+             if partial else 'no checkpoint yet')
+    raise FileNotFoundError(
+        f'{directory} holds {found}; a run writes its first checkpoint at step '
+        f'{config.checkpoint.every} (config.checkpoint.every): wait for it, or resume training '
+        f'with --workdir={workdir}.')
+  if step == 'latest':
+    return available[-1]
+  if step == 'best':
+    if not config.checkpoint.best_metric:
+      raise ValueError(f"step='best' needs a run with config.checkpoint.best_metric; {workdir} "
+                       f"ranks none. Use step='latest' or one of {available}.")
+    best = mngr.best_step()
+    if best is None:
+      raise ValueError(f"No checkpoint of {workdir} has saved eval metrics to rank; use "
+                       f"step='latest' or one of {available}.")
+    return best
+  if step not in available:
+    raise ValueError(f'{workdir} has no checkpoint at step {step!r}; its checkpoints are '
+                     f"{available} (or use step='latest' / 'best').")
+  return int(step)
+
+
+def _check_shapes(abstract: dict, saved, step: int, workdir: str) -> None:
+  """The config must rebuild exactly the checkpointed parameters, else say which differ."""
+  def shapes(tree):
+    return {jax.tree_util.keystr(p): tuple(leaf.shape)
+            for p, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+  want, have = shapes(abstract), shapes({k: saved[k] for k in abstract if k in saved})
+  differences = [f'{k}: config {want.get(k)} vs checkpoint {have.get(k)}'
+                 for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)]
+  if differences:
+    raise ValueError(
+        f'config.json of {workdir} no longer builds the model saved at step {step} '
+        f'({len(differences)} parameter(s) differ, e.g. {differences[0]}); restore the config the '
+        'run was trained with.')
+
+
+def load_run(workdir: str, step='latest', devices=None) -> Run:
+  """Opens the run in ``workdir`` at ``step`` ('latest', 'best' or an int).
+
+  Args:
+    devices: where the variables go and evaluation runs (default: the first device).
+
+  Raises:
+    FileNotFoundError / ValueError: with one line naming what was found and what to do, for a
+      missing workdir, no (or only unfinished) checkpoints, an unknown step, or a config that no
+      longer builds the checkpointed model.
+  """
+  with checkpoint.quiet():  # a read-only manager logs each option it overrides
+    return _load(os.path.abspath(os.path.expanduser(workdir)), step, devices)
+
+
+def _load(workdir: str, step, devices) -> Run:
+  config = read_config(workdir)
+  mngr = checkpoint.manager(workdir, config, read_only=True)
+  step = _pick_step(mngr, step, workdir, config)
+  mesh = parallel.make_mesh(devices or jax.devices()[:1])
+  train = sources.load(config.data.name, config.data.train_split, config.data.data_dir)
+  example_shape = pipeline.source_shape(train, config.data)
+  try:
+    model = models.get_model(config.model.name, num_classes=train.num_classes,
+                             **dict(config.model.kwargs))
+  except (TypeError, ValueError) as error:
+    raise ValueError(f'config.json of {workdir} does not build a model ({error}); restore the '
+                     'config the run was trained with.') from None
+  shaped = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
+                          jax.ShapeDtypeStruct((1, *example_shape), np.float32))
+  params_field = 'ema_params' if config.ema_decay else 'params'
+  abstract = {params_field: shaped['params']}
+  if 'batch_stats' in shaped:
+    abstract['batch_stats'] = shaped['batch_stats']
+  item = os.path.join(checkpoint.directory(workdir), str(step), 'default')
+  try:
+    saved = ocp.PyTreeCheckpointer().metadata(item).item_metadata.tree
+  except Exception as error:  # pylint: disable=broad-except
+    raise ValueError(f'The checkpoint {item} cannot be read ({type(error).__name__}); it may be '
+                     f'damaged: open another step of {mngr.all_steps()}.') from None
+  _check_shapes(abstract, saved, step, workdir)
+  target = jax.tree_util.tree_map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=parallel.replicated(mesh)),
+      abstract)
+  try:
+    restored = checkpoint.restore_inference(mngr, step, target)
+  except Exception as error:  # pylint: disable=broad-except
+    raise ValueError(f'The checkpoint {item} cannot be read ({type(error).__name__}: '
+                     f'{str(error).splitlines()[0][:200]}); it may be damaged: open another step '
+                     f'of {mngr.all_steps()}.') from None
+  variables = {'params': restored[params_field]}
+  if 'batch_stats' in restored:
+    variables['batch_stats'] = restored['batch_stats']
+  return Run(workdir, config, model, variables, step, mesh)
+
+
+def load_or_train(workdir: str, config: str, steps: int = 0, step='latest') -> Run:
+  """`load_run`, after training ``config`` (an experiment file) into ``workdir`` when it holds no
+  finished run - with the command line a user would type, so a notebook never needs a prepared
+  run. ``steps`` > 0 shortens that training to ``--config.num_steps=steps``."""
+  if not os.path.exists(os.path.join(workdir, 'final_metrics.json')):
+    command = [sys.executable, '-m', 'cnn_jax.main', f'--config={config}', f'--workdir={workdir}']
+    if steps:
+      command.append(f'--config.num_steps={steps}')
+    print('Training:', ' '.join(command[1:]), flush=True)
+    subprocess.run(command, check=True)
+  return load_run(workdir, step)
