@@ -4,6 +4,7 @@
 #   ./launch.sh --config=experiments/X.py --workdir=DIR [--config.a.b=v ...]   train (same command resumes)
 #   ./launch.sh test [ARGS]      set up, then run the test suite (ARGS go to pytest)
 #   ./launch.sh setup            only create or update .venv
+#   ./launch.sh notebooks [ARGS] execute notebooks/*.ipynb into runs/notebooks/ (.ipynb + .html)
 #   ./launch.sh bench [ARGS]     set up with the [bench] extra, then run benchmarks/run.py
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -34,11 +35,14 @@ case "${1:-}" in
   test)
     shift; setup dev
     exec "$VENV/bin/python" -m pytest "$@" ;;
+  notebooks)
+    shift; setup dev
+    exec "$VENV/bin/python" notebooks/execute.py "$@" ;;
   bench)
     shift; setup dev,bench
     exec "$VENV/bin/python" benchmarks/run.py "$@" ;;
   -h|--help|help)
-    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     setup dev
     exec "$VENV/bin/python" -m cnn_jax.main "$@" ;;

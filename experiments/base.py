@@ -19,6 +19,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.label_smoothing = 0.0
   config.ema_decay = 0.0           # > 0 keeps an EMA of the parameters and evaluates it
   config.aux_loss_weight = 0.3     # models with auxiliary heads (GoogLeNet): their loss weight
+  config.resume = 'auto'           # auto: continue the workdir's run if compatible, else refuse
+                                   # restart: archive the workdir's run, start afresh
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'simple_cnn'

@@ -121,7 +121,7 @@ def test_restore_onto_a_different_device_count(tmp_path, data_dir, monkeypatch):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
   workdir = str(tmp_path / 'run')
   loop.train_and_evaluate(digits_config(data_dir, num_steps=3), workdir)
-  with pytest.raises(FloatingPointError, match='last good checkpoint \\(step 3\\)'):
+  with pytest.raises(FloatingPointError, match='last checkpoint \\(step 3, all finite\\)'):
     loop.train_and_evaluate(digits_config(data_dir, **{'num_steps': 9, 'optim.lr': 1e30,
                                                        'optim.schedule': 'constant'}), workdir)
   assert checkpoint.manager(workdir, read_only=True).latest_step() == 3

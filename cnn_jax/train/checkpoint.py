@@ -4,10 +4,13 @@ import contextlib
 import logging
 import math
 import os
+import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
 # The parts of a `TrainState` that inference needs (never the optimiser state).
@@ -81,17 +84,60 @@ def manager(workdir: str, config: ml_collections.ConfigDict | None = None,
       enable_async_checkpointing=True, **best))
 
 
-def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None):
-  """Restores ``step`` (default: the latest) onto the shardings of ``abstract_state``.
+def unfinished(workdir: str) -> list[str]:
+  """Step folders of saves that never completed (a process killed while Orbax was writing)."""
+  folder = directory(workdir)
+  return sorted(n for n in os.listdir(folder) if '.orbax-checkpoint-tmp' in n) if (
+      os.path.isdir(folder)) else []
+
+
+def has_checkpoints(workdir: str) -> bool:
+  folder = directory(workdir)
+  return os.path.isdir(folder) and any(n.isdigit() for n in os.listdir(folder))
+
+
+def _set_aside(mngr: ocp.CheckpointManager, step: int, reason: str) -> None:
+  """Renames a step that cannot be resumed from to ``<step>.unusable-<time>``: out of the way of
+  the new saves, and kept for inspection rather than deleted."""
+  source = os.path.join(str(mngr.directory), str(step))
+  target = f'{source}.unusable-{time.strftime("%Y%m%d-%H%M%S")}'
+  absl_logging.warning('Checkpoint %s %s; moved to %s, resuming from the previous one.', source,
+                       reason, target)
+  if jax.process_index() == 0:
+    os.rename(source, target)
+
+
+def restore(mngr: ocp.CheckpointManager, abstract_state):
+  """Restores the newest intact checkpoint onto the shardings of ``abstract_state``.
 
   ``abstract_state`` comes from `jax.eval_shape` with the wanted sharding on every leaf, so a
-  checkpoint written on any number of devices restores onto this run's devices.
-  Returns None when there is no checkpoint.
+  checkpoint written on any number of devices restores onto this run's devices. A step that
+  cannot be read, or whose parameters are not finite, is reported with its path and set aside
+  (renamed, not deleted); half-written saves are never candidates. Returns None when there is no
+  checkpoint.
+
+  Raises:
+    RuntimeError: checkpoints exist but none can be resumed from.
   """
-  step = mngr.latest_step() if step is None else step
-  if step is None:
-    return None
-  return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  steps = mngr.all_steps()
+  for step in reversed(steps):
+    try:
+      state = mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    except Exception as error:  # pylint: disable=broad-except
+      _set_aside(mngr, step, f'cannot be read ({type(error).__name__}: '
+                 f'{str(error).strip().splitlines()[0][:160] if str(error).strip() else ""})')
+      continue
+    if not all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree_util.tree_leaves(state.params)):
+      _set_aside(mngr, step, 'holds non-finite parameters')
+      continue
+    if step != steps[-1]:
+      mngr.reload()
+    return state
+  if steps:
+    raise RuntimeError(f'None of the checkpoints {steps} in {mngr.directory} can be resumed from '
+                       '(each is set aside beside them); restore them from a backup, or use '
+                       'another --workdir to start afresh.')
+  return None
 
 
 def restore_inference(mngr: ocp.CheckpointManager, step: int, abstract: dict) -> dict:
@@ -100,6 +146,36 @@ def restore_inference(mngr: ocp.CheckpointManager, step: int, abstract: dict) ->
   restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
   return mngr.restore(step, args=ocp.args.PyTreeRestore(abstract, restore_args=restore_args,
                                                         partial_restore=True))
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be written: training stops rather than run on unsaved."""
+
+
+def _complete_steps(workdir: str) -> list[int]:
+  folder = directory(workdir)
+  return sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if os.path.isdir(folder) else []
+
+
+def raise_failed_save(mngr: ocp.CheckpointManager, workdir: str) -> None:
+  """Raises `CheckpointError` in one line if an asynchronous save has failed."""
+  try:
+    mngr.check_for_errors()
+  except Exception as error:  # pylint: disable=broad-except
+    cause = str(error).strip().splitlines()[-1][:200] if str(error).strip() else ''
+    complete = _complete_steps(workdir)
+    raise CheckpointError(
+        f'Saving a checkpoint in {directory(workdir)} failed ({type(error).__name__}: {cause}); '
+        f'the last complete checkpoint is step {complete[-1] if complete else "none"}. Free '
+        'disk space or fix the permissions, then run the same command to resume.') from None
+
+
+def close(mngr: ocp.CheckpointManager) -> None:
+  """Waits for pending saves and releases Orbax's threads; a failed save does not stop this."""
+  try:
+    mngr.close()
+  except Exception as error:  # pylint: disable=broad-except
+    absl_logging.warning('Closing the checkpoint manager: %s', str(error).strip()[:200])
 
 
 def save(mngr: ocp.CheckpointManager, state, metrics: dict | None = None) -> None:

@@ -15,7 +15,9 @@ from absl import logging
 
 from cnn_jax import models
 from cnn_jax.data import pipeline, sources
-from cnn_jax.train import checkpoint, optim, parallel, steps
+from cnn_jax.errors import ConfigError
+from cnn_jax.train import checkpoint, optim, parallel, preemption, steps
+from cnn_jax.train import workdir as workdir_lib
 from cnn_jax.train.losses import CLASSIFICATION_LOSSES
 from cnn_jax.train.state import TrainState
 from cnn_jax.train.writers import MetricWriter
@@ -48,23 +50,57 @@ def state_initializer(model, tx, example_shape, config):
 
 
 EVAL_METRICS = ('loss', 'accuracy', 'top5_accuracy', 'mean_iou')
+# (field, lowest, highest, lowest allowed itself): every numeric field the loop reads has a range.
+RANGES = (
+    ('batch_size', 1, None, True), ('eval_batch_size', 1, None, True),
+    ('num_epochs', 0, None, False), ('num_steps', 0, None, True),
+    ('log_every', 1, None, True), ('eval_every', 1, None, True),
+    ('checkpoint.every', 1, None, True), ('checkpoint.keep', 1, None, True),
+    ('label_smoothing', 0, 1, True), ('ema_decay', 0, 1, True), ('aux_loss_weight', 0, None, True),
+    ('optim.lr', 0, None, False), ('optim.momentum', 0, 1, True),
+    ('optim.weight_decay', 0, None, True), ('optim.decay_factor', 0, None, False),
+    ('optim.warmup_epochs', 0, None, True), ('optim.plateau_patience', 0, None, True),
+    ('optim.clip_norm', 0, None, True), ('optim.max_norm', 0, None, True),
+    ('data.num_threads', 0, None, True), ('data.prefetch', 0, None, True),
+)
+
+
+def _check_range(config: ml_collections.ConfigDict, field: str, low, high, closed: bool) -> None:
+  value = config
+  for part in field.split('.'):
+    value = value[part]
+  if field == 'num_epochs' and config.num_steps:
+    return  # num_steps > 0 takes over
+  if (value < low if closed else value <= low) or (high is not None and value >= high):
+    bound = f'{">=" if closed else ">"} {low}' + (f' and < {high}' if high is not None else '')
+    hint = ' (or set config.num_steps > 0)' if field == 'num_epochs' else ''
+    raise ConfigError(f'config.{field}={value!r}: expected a value {bound}{hint}.')
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Every name the loop dispatches on, checked before any data is read or code compiled."""
+  """Every name the loop dispatches on and every numeric range, checked before any data is read
+  or code compiled."""
+  for field, low, high, closed in RANGES:
+    _check_range(config, field, low, high, closed)
+  if config.resume not in workdir_lib.RESUME_MODES:
+    raise ConfigError(f'config.resume={config.resume!r}: expected one of '
+                      f'{workdir_lib.RESUME_MODES}.')
+  if config.checkpoint.best_mode not in ('max', 'min'):
+    raise ConfigError(f"config.checkpoint.best_mode={config.checkpoint.best_mode!r}: expected "
+                      "'max' or 'min'.")
   optim.validate(config.optim)
   if config.parallel.mode not in parallel.MODES:
-    raise ValueError(f'config.parallel.mode={config.parallel.mode!r}: expected one of '
+    raise ConfigError(f'config.parallel.mode={config.parallel.mode!r}: expected one of '
                      f'{parallel.MODES}.')
   if config.loss not in CLASSIFICATION_LOSSES:
-    raise ValueError(f'config.loss={config.loss!r}: expected one of {sorted(CLASSIFICATION_LOSSES)}.')
+    raise ConfigError(f'config.loss={config.loss!r}: expected one of {sorted(CLASSIFICATION_LOSSES)}.')
   for field in ('optim.plateau_metric', 'checkpoint.best_metric'):
     section, name = field.split('.')
     value = config[section][name]
     if value and value not in EVAL_METRICS:
-      raise ValueError(f'config.{field}={value!r}: expected an eval metric, one of {EVAL_METRICS}.')
+      raise ConfigError(f'config.{field}={value!r}: expected an eval metric, one of {EVAL_METRICS}.')
   if config.model.name not in models.list_models():
-    raise ValueError(f'config.model.name={config.model.name!r}: registered models are '
+    raise ConfigError(f'config.model.name={config.model.name!r}: registered models are '
                      f'{", ".join(models.list_models())}.')
 
 
@@ -93,21 +129,29 @@ def check_task(config: ml_collections.ConfigDict, model, source: sources.Source,
                      'model for this dataset.')
 
 
-def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
-      f.write(config.to_json_best_effort(indent=2))
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains ``config`` into ``workdir``, resuming from its latest checkpoint; returns eval metrics.
+  """Trains ``config`` into ``workdir``, resuming from its newest intact checkpoint; returns the
+  eval metrics (empty when stopped early by SIGTERM / Ctrl-C, after saving a checkpoint).
 
-  Leaves ``WORKDIR/config.json``, ``checkpoints/`` (Orbax), ``tensorboard/`` and ``metrics.jsonl``.
-  Raises FloatingPointError, keeping the last good checkpoint, if the loss becomes NaN or Inf.
+  Leaves ``WORKDIR/config.json`` (never rewritten; ``config.<step>.json`` per changed resume),
+  ``checkpoints/`` (Orbax), ``tensorboard/``, ``metrics.jsonl`` and ``final_metrics.json``.
+
+  Raises:
+    ConfigError: a bad config or a workdir it cannot use, before anything is compiled.
+    FloatingPointError: the loss, the parameters or the eval loss stopped being finite; the last
+      checkpoint (all finite) is kept.
+    CheckpointError: a save failed (full disk, permissions); training stops at once.
   """
   validate(config)
-  os.makedirs(workdir, exist_ok=True)
-  _write_config(config, workdir)
+  with workdir_lib.claim(workdir):
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  changed = workdir_lib.check_resume(config, workdir, checkpoint.has_checkpoints(workdir))
+  if config.resume == 'restart':
+    workdir_lib.archive(workdir)
+    changed = {}
   mesh = parallel.make_mesh()
   train_source = sources.load(config.data.name, config.data.train_split, config.data.data_dir)
   eval_source = sources.load(config.data.name, config.data.eval_split, config.data.data_dir)
@@ -125,19 +169,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   init = state_initializer(model, tx, example_shape, config)
   replicated = parallel.replicated(mesh)
   mngr = checkpoint.manager(workdir, config)
+  for name in checkpoint.unfinished(workdir):
+    logging.warning('Ignoring %s: a save that never completed (the process was stopped while '
+                    'writing it).', os.path.join(checkpoint.directory(workdir), name))
   # The restore target costs nothing: shapes and shardings only, no initialisation.
   state = checkpoint.restore(mngr, jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), jax.eval_shape(init)))
   if state is None:
     state = jax.jit(init, out_shardings=replicated)()
-  else:
-    logging.info('Resumed from %s at step %d.', checkpoint.directory(workdir), int(state.step))
+  start_step = int(jax.device_get(state.step))
+  if start_step:
+    logging.info('Resumed from %s at step %d.', checkpoint.directory(workdir), start_step)
+  if start_step >= total_steps and start_step:
+    logging.warning('The run already has %d steps, the configured total is %d: nothing left to '
+                    'train, evaluating the restored model. Raise config.num_epochs (or '
+                    'config.num_steps) to train further.', start_step, total_steps)
+  workdir_lib.record(config, workdir, start_step, changed)
 
   train_step = steps.make_train_step(model, tx, schedule, config, mesh,
                                      optim.kernel_constraint(config.optim))
   eval_step = steps.make_eval_step(model, config.loss, mesh, config.parallel.mode == 'pmap')
-  writer = MetricWriter(workdir, total_steps)
-  start_step = int(jax.device_get(state.step))
+  writer = MetricWriter(workdir, total_steps, start_step)
   batches = pipeline.train_batches(train_source, config, mesh, start_step)
   # On CPU a queue of many steps with cross-device reductions can abort XLA; wait often there.
   sync_every = 4 if jax.default_backend() == 'cpu' else config.log_every
@@ -148,45 +200,65 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.write(int(state.step), results, 'eval')
     return results
 
-  eval_metrics, pending, last_log = {}, [], (time.time(), start_step)
-  try:
-    for step in range(start_step, total_steps):
-      state, logs = train_step(state, next(batches))
-      pending.append(logs)
-      done = step + 1
-      if done % sync_every == 0:
-        jax.block_until_ready(logs)
-      is_last = done == total_steps
-      evaluate = done % config.eval_every == 0 or is_last
-      save = evaluate or done % config.checkpoint.every == 0
-      # Every save is preceded by the finite-loss check, so no NaN state is ever written.
-      if done % config.log_every == 0 or save:
-        history = jax.device_get(pending)
-        pending = []
-        losses = np.asarray([h['loss'] for h in history])
-        if not np.all(np.isfinite(losses)):
-          raise FloatingPointError(
-              f'The training loss became {losses[~np.isfinite(losses)][0]} by step {done}. The last '
-              f'good checkpoint (step {mngr.latest_step()}) in {checkpoint.directory(workdir)} is '
-              'kept; lower config.optim.lr, add config.optim.clip_norm, or check the inputs.')
-        scalars = {k: float(np.mean([h[k] for h in history])) for k in history[-1]}
-        elapsed = time.time() - last_log[0]
-        scalars['steps_per_second'] = (done - last_log[1]) / max(elapsed, 1e-9)
-        scalars['examples_per_second'] = scalars['steps_per_second'] * config.batch_size
-        last_log = (time.time(), done)
-        writer.write(done, scalars, 'train')
-        writer.progress(done, {'loss': scalars['loss'], 'accuracy': scalars['accuracy']})
-      if evaluate:
-        eval_metrics = run_eval(state)
-        state = optim.plateau_update(state, eval_metrics, config.optim)
-      if save:
-        checkpoint.save(mngr, state, eval_metrics if evaluate else None)
-    if not eval_metrics:  # resumed at the end: report the restored model
-      eval_metrics = run_eval(state)
-  finally:
+  def diverged(what: str, step: int) -> FloatingPointError:
     mngr.wait_until_finished()
-    mngr.close()
-    writer.close()
+    return FloatingPointError(
+        f'{what} by step {step}. The last checkpoint (step {mngr.latest_step()}, all finite) in '
+        f'{checkpoint.directory(workdir)} is kept and a rerun resumes from it; lower '
+        'config.optim.lr, add config.optim.clip_norm, or check the inputs.')
+
+  eval_metrics, pending, last_log = {}, [], (time.time(), start_step)
+  with preemption.stop_on_signals() as stop:
+    try:
+      for step in range(start_step, total_steps):
+        state, logs = train_step(state, next(batches))
+        pending.append(logs)
+        done = step + 1
+        synced = done % sync_every == 0
+        if synced:
+          jax.block_until_ready(logs)
+          checkpoint.raise_failed_save(mngr, workdir)
+        stopping = (stop.agreed() if synced else False) if jax.process_count() > 1 else bool(stop)
+        is_last = done == total_steps
+        evaluate = done % config.eval_every == 0 or is_last
+        save = evaluate or done % config.checkpoint.every == 0 or stopping
+        # Every save is preceded by the finite checks, so no diverged state is ever written.
+        if done % config.log_every == 0 or save:
+          history = jax.device_get(pending)
+          pending = []
+          for name in ('loss', 'param_norm'):
+            values = np.asarray([h[name] for h in history])
+            if not np.all(np.isfinite(values)):
+              raise diverged(f'The training {name.replace("_", " ")} became '
+                             f'{values[~np.isfinite(values)][0]}', done)
+          scalars = {k: float(np.mean([h[k] for h in history])) for k in history[-1]}
+          elapsed = time.time() - last_log[0]
+          scalars['steps_per_second'] = (done - last_log[1]) / max(elapsed, 1e-9)
+          scalars['examples_per_second'] = scalars['steps_per_second'] * config.batch_size
+          last_log = (time.time(), done)
+          writer.write(done, scalars, 'train')
+          writer.progress(done, {'loss': scalars['loss'], 'accuracy': scalars['accuracy']})
+        if evaluate:
+          eval_metrics = run_eval(state)
+          if not np.isfinite(eval_metrics['loss']):
+            raise diverged(f'The eval loss became {eval_metrics["loss"]}', done)
+          state = optim.plateau_update(state, eval_metrics, config.optim)
+        if save:
+          checkpoint.save(mngr, state, eval_metrics if evaluate else None)
+        if stopping:
+          mngr.wait_until_finished()
+          checkpoint.raise_failed_save(mngr, workdir)
+          if jax.process_index() == 0:
+            print(f'Stopped by {stop.name} at step {done}/{total_steps}; checkpoint saved in '
+                  f'{checkpoint.directory(workdir)}. Run the same command to resume.', flush=True)
+          return {}
+      if not eval_metrics:  # resumed at the end: report the restored model
+        eval_metrics = run_eval(state)
+      mngr.wait_until_finished()
+      checkpoint.raise_failed_save(mngr, workdir)
+    finally:
+      checkpoint.close(mngr)
+      writer.close()
   _report(config, workdir, eval_metrics)
   return eval_metrics
 

@@ -8,10 +8,12 @@ import numpy as np
 def correct_top_k(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
   """[N] 1.0 where the label is among the k highest logits (ties count in the label's favour).
 
-  With per-pixel labels [N, *S] and logits [N, *S, K]: each example's fraction of correct pixels.
+  Non-finite logits are always wrong (a diverged model must not look accurate). With per-pixel
+  labels [N, *S] and logits [N, *S, K]: each example's fraction of correct pixels.
   """
   true = jnp.take_along_axis(logits, labels[..., None], axis=-1)
-  correct = ((logits > true).sum(-1) < k).astype(jnp.float32)
+  finite = jnp.isfinite(logits).all(-1)
+  correct = (((logits > true).sum(-1) < k) & finite).astype(jnp.float32)
   return correct.reshape(correct.shape[0], -1).mean(-1)
 
 

@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from cnn_jax.errors import ConfigError
 from cnn_jax.layers import constraints
 
 OPTIMIZERS = ('sgd', 'adam', 'adamw', 'rmsprop')
@@ -17,9 +18,9 @@ SCHEDULES = ('constant', 'step', 'cosine', 'warmup_cosine', 'plateau')
 def validate(optim: ml_collections.ConfigDict) -> None:
   """Rejects unknown names before anything is built or compiled."""
   if optim.name not in OPTIMIZERS:
-    raise ValueError(f'config.optim.name={optim.name!r}: expected one of {OPTIMIZERS}.')
+    raise ConfigError(f'config.optim.name={optim.name!r}: expected one of {OPTIMIZERS}.')
   if optim.schedule not in SCHEDULES:
-    raise ValueError(f'config.optim.schedule={optim.schedule!r}: expected one of {SCHEDULES}.')
+    raise ConfigError(f'config.optim.schedule={optim.schedule!r}: expected one of {SCHEDULES}.')
 
 
 def learning_rate(optim: ml_collections.ConfigDict, steps_per_epoch: int,

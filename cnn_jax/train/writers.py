@@ -10,17 +10,34 @@ from absl import logging
 from tensorboardX import SummaryWriter
 
 
+def _keep_until(path: str, step: int) -> None:
+  if not os.path.exists(path):
+    return
+  with open(path, encoding='utf-8') as f:
+    lines = f.readlines()
+  # A line cut off by a kill is dropped too.
+  kept = [l for l in lines if l.endswith('\n') and json.loads(l)['step'] <= step]
+  if len(kept) != len(lines):
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+      f.writelines(kept)
+    os.replace(path + '.tmp', path)
+
+
 class MetricWriter:
   """Writes scalars from process 0 to ``WORKDIR/tensorboard`` and ``WORKDIR/metrics.jsonl``."""
 
-  def __init__(self, workdir: str, total_steps: int):
+  def __init__(self, workdir: str, total_steps: int, resume_step: int = 0):
+    """A resume at ``resume_step`` drops the records of later steps (written after the restored
+    checkpoint, and about to be written again), so every step is logged once."""
     self.enabled = jax.process_index() == 0
     self.total_steps = total_steps
     self.start_time, self.start_step = time.time(), None
     self.tty = sys.stdout.isatty()
     if self.enabled:
       self.tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'))
-      self.jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
+      path = os.path.join(workdir, 'metrics.jsonl')
+      _keep_until(path, resume_step)
+      self.jsonl = open(path, 'a', encoding='utf-8')
 
   def write(self, step: int, scalars: dict[str, float], prefix: str) -> None:
     if not self.enabled:

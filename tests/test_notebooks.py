@@ -1,0 +1,45 @@
+"""The analysis notebooks, executed as `./launch.sh notebooks` does, against short real runs."""
+
+import os
+import subprocess
+import sys
+
+import nbformat
+
+from tests.test_train import REPO
+
+NOTEBOOKS = os.path.join(REPO, 'notebooks')
+# Figures each notebook draws (with a short run every digit class still has a mistake to show).
+FIGURES = {'01_convolution_by_hand': 4, '02_inspect_a_run': 12, '03_why_did_it_say_that': 2,
+           '04_sequence_models': 4}
+
+
+def test_notebooks_are_stored_without_outputs():
+  stored = sorted(f[:-6] for f in os.listdir(NOTEBOOKS) if f.endswith('.ipynb'))
+  assert stored == sorted(FIGURES)
+  for name in stored:
+    notebook = nbformat.read(os.path.join(NOTEBOOKS, f'{name}.ipynb'), as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == 'code']
+    assert all(not c.outputs and c.execution_count is None for c in code), name
+
+
+def test_every_notebook_runs_and_draws_its_figures(tmp_path):
+  # A fresh home: the notebooks prepare their offline datasets there, not in the user's.
+  env = dict(os.environ, HOME=str(tmp_path / 'home'))
+  out = tmp_path / 'out'
+  result = subprocess.run(
+      [sys.executable, os.path.join(NOTEBOOKS, 'execute.py'), f'--runs={tmp_path / "runs"}',
+       '--steps=4', f'--out={out}'], cwd=REPO, env=env, capture_output=True, text=True,
+      timeout=1500)
+  assert result.returncode == 0, result.stderr[-4000:]
+  for name, count in FIGURES.items():
+    notebook = nbformat.read(out / f'{name}.ipynb', as_version=4)
+    outputs = [o for c in notebook.cells if c.cell_type == 'code' for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == 'error'], name
+    figures = [o for o in outputs if 'image/png' in o.get('data', {})]
+    assert len(figures) == count, (name, len(figures))
+    html = (out / f'{name}.html').read_text(encoding='utf-8')
+    assert html.count('data:image/png;base64') == count, name
+  # Each notebook trained its own run, as a newcomer's first open would.
+  assert sorted(os.listdir(tmp_path / 'runs')) == ['digits', 'mnist1d_wavenet', 'motifs_deepbind',
+                                                   'shapes_fcn']
