@@ -6,10 +6,13 @@ Multi-host: add --coordinator_address=HOST:PORT --num_processes=N --process_id=I
 """
 
 import os
+import sys
 import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from cnn_jax.errors import ConfigError
 
 DEFAULT_CONFIG = 'experiments/default.py'
 # No default here: a default config would be parsed, with the overrides, at import time.
@@ -60,7 +63,14 @@ def main(argv) -> None:
   workdir = _WORKDIR.value or os.path.join('runs', f'{name}-{time.strftime("%Y%m%d-%H%M%S")}')
   config = _CONFIG.value
   logging.info('Training %s into %s', config_path, workdir)
-  loop.train_and_evaluate(config, workdir)
+  try:
+    loop.train_and_evaluate(config, workdir)
+  except (ConfigError, FileNotFoundError, FloatingPointError, checkpoint.CheckpointError) as error:
+    # What went wrong and how to fix it is the message; the traceback is for --verbosity=1.
+    if logging.get_verbosity() >= 1:
+      raise
+    print(f'Error: {error}', file=sys.stderr, flush=True)
+    sys.exit(1)
 
 
 if __name__ == '__main__':

@@ -9,6 +9,10 @@ os.environ['XLA_FLAGS'] = ' '.join([
     '--xla_cpu_collective_call_terminate_timeout_seconds=10',
 ]).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# Compiled programs persist between tests, the processes they start, and later runs of the suite.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(os.path.expanduser('~'), '.cache', 'cnn_jax', 'jax-tests'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 

@@ -20,6 +20,7 @@ from PIL import Image
 
 from cnn_jax.data import augment
 from cnn_jax.data.sources import Source
+from cnn_jax.errors import ConfigError
 
 
 def _resize(example: dict, size: int) -> dict:
@@ -70,8 +71,8 @@ def _examples(source: Source, config: ml_collections.ConfigDict) -> grain.MapDat
 def local_batch_size(global_batch: int, mesh: Mesh) -> int:
   """This process's share of a global batch, which must split evenly over the devices."""
   if global_batch % mesh.devices.size:
-    raise ValueError(f'The global batch size {global_batch} must be divisible by the number of '
-                     f'devices ({mesh.devices.size}); pick a multiple of {mesh.devices.size}.')
+    raise ConfigError(f'The global batch size {global_batch} must be divisible by the number of '
+                      f'devices ({mesh.devices.size}); pick a multiple of {mesh.devices.size}.')
   return global_batch // jax.process_count()
 
 
@@ -105,8 +106,8 @@ def steps_per_epoch(source: Source, global_batch: int, mesh: Mesh) -> int:
   local_batch = local_batch_size(global_batch, mesh)
   per_process = len(source) // jax.process_count()
   if per_process < local_batch:
-    raise ValueError(f'{source.name} {source.split} has {len(source)} examples, fewer than one '
-                     f'batch of {global_batch} per process; lower config.batch_size.')
+    raise ConfigError(f'{source.name} {source.split} has {len(source)} examples, fewer than one '
+                      f'batch of {global_batch} per process; lower config.batch_size.')
   return per_process // local_batch
 
 

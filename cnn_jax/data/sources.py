@@ -1,6 +1,7 @@
 """Random-access TFDS sources by name, read from array_record files without TensorFlow."""
 
 import dataclasses
+import fcntl
 import os
 
 import jax
@@ -38,6 +39,19 @@ def prepare_command(name: str, data_dir: str) -> str:
           '--file_format=array_record')
 
 
+def _prepare_once(make, lock_path: str) -> None:
+  """Prepares a dataset under a file lock: another job preparing it at the same time waits, then
+  finds it prepared (TFDS itself would fail renaming its half-written folder)."""
+  os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+  with open(lock_path, 'w', encoding='utf-8') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      if not make().is_prepared():
+        make().download_and_prepare()
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def load(name: str, split: str, data_dir: str | None = None) -> Source:
   """Opens ``name``'s ``split`` (a TFDS split spec, e.g. 'train[:90%]') from ``data_dir``.
 
@@ -51,7 +65,7 @@ def load(name: str, split: str, data_dir: str | None = None) -> Source:
     # One process prepares; the others wait (several writers would race on the same directory),
     # then open the prepared files (a builder made before they existed would see no splits).
     if jax.process_index() == 0 and not make().is_prepared():
-      make().download_and_prepare()
+      _prepare_once(make, os.path.join(data_dir, f'.{name}.lock'))
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f'prepared {name} in {data_dir}')
     builder = make()

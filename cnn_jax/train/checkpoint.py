@@ -40,6 +40,10 @@ def quiet(level: int = logging.ERROR):
     logger.removeFilter(below)
 
 
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be written, or none can be resumed from: the run stops."""
+
+
 def directory(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
@@ -96,10 +100,10 @@ def has_checkpoints(workdir: str) -> bool:
   return os.path.isdir(folder) and any(n.isdigit() for n in os.listdir(folder))
 
 
-def _set_aside(mngr: ocp.CheckpointManager, step: int, reason: str) -> None:
+def _set_aside(workdir: str, step: int, reason: str) -> None:
   """Renames a step that cannot be resumed from to ``<step>.unusable-<time>``: out of the way of
   the new saves, and kept for inspection rather than deleted."""
-  source = os.path.join(str(mngr.directory), str(step))
+  source = os.path.join(directory(workdir), str(step))
   target = f'{source}.unusable-{time.strftime("%Y%m%d-%H%M%S")}'
   absl_logging.warning('Checkpoint %s %s; moved to %s, resuming from the previous one.', source,
                        reason, target)
@@ -107,36 +111,44 @@ def _set_aside(mngr: ocp.CheckpointManager, step: int, reason: str) -> None:
     os.rename(source, target)
 
 
-def restore(mngr: ocp.CheckpointManager, abstract_state):
+def _first_line(error: Exception) -> str:
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()] or ['']
+  return f'{type(error).__name__}: {lines[0][:160]}'
+
+
+def restore(workdir: str, config: ml_collections.ConfigDict, abstract_state):
   """Restores the newest intact checkpoint onto the shardings of ``abstract_state``.
 
   ``abstract_state`` comes from `jax.eval_shape` with the wanted sharding on every leaf, so a
-  checkpoint written on any number of devices restores onto this run's devices. A step that
-  cannot be read, or whose parameters are not finite, is reported with its path and set aside
-  (renamed, not deleted); half-written saves are never candidates. Returns None when there is no
-  checkpoint.
+  checkpoint written on any number of devices restores onto this run's devices. Newer steps that
+  cannot be read, or whose parameters are not finite, are reported with their path and set aside
+  (renamed, not deleted) once an older intact step is found; half-written saves are never
+  candidates. Returns None when there is no checkpoint.
 
   Raises:
-    RuntimeError: checkpoints exist but none can be resumed from.
+    CheckpointError: checkpoints exist but none can be resumed from (then nothing is moved).
   """
-  steps = mngr.all_steps()
+  # A fresh manager per attempt: one that met a damaged step can misread the next.
+  steps = manager(workdir, config, read_only=True).all_steps()
+  unusable = []
   for step in reversed(steps):
     try:
-      state = mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+      state = manager(workdir, config, read_only=True).restore(
+          step, args=ocp.args.StandardRestore(abstract_state))
     except Exception as error:  # pylint: disable=broad-except
-      _set_aside(mngr, step, f'cannot be read ({type(error).__name__}: '
-                 f'{str(error).strip().splitlines()[0][:160] if str(error).strip() else ""})')
+      unusable.append((step, f'cannot be read ({_first_line(error)})'))
       continue
     if not all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree_util.tree_leaves(state.params)):
-      _set_aside(mngr, step, 'holds non-finite parameters')
+      unusable.append((step, 'holds non-finite parameters'))
       continue
-    if step != steps[-1]:
-      mngr.reload()
+    for bad_step, reason in unusable:
+      _set_aside(workdir, bad_step, reason)
     return state
   if steps:
-    raise RuntimeError(f'None of the checkpoints {steps} in {mngr.directory} can be resumed from '
-                       '(each is set aside beside them); restore them from a backup, or use '
-                       'another --workdir to start afresh.')
+    raise CheckpointError(
+        f'None of the checkpoints {steps} in {directory(workdir)} can be resumed from ('
+        + '; '.join(f'{s} {r}' for s, r in unusable) + '); nothing was moved. Restore them from '
+        'a backup, or use another --workdir to start afresh.')
   return None
 
 
@@ -148,26 +160,31 @@ def restore_inference(mngr: ocp.CheckpointManager, step: int, abstract: dict) ->
                                                         partial_restore=True))
 
 
-class CheckpointError(RuntimeError):
-  """A checkpoint could not be written: training stops rather than run on unsaved."""
-
-
 def _complete_steps(workdir: str) -> list[int]:
   folder = directory(workdir)
   return sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if os.path.isdir(folder) else []
 
 
-def raise_failed_save(mngr: ocp.CheckpointManager, workdir: str) -> None:
-  """Raises `CheckpointError` in one line if an asynchronous save has failed."""
+def confirm_saved(mngr: ocp.CheckpointManager, workdir: str, step: int) -> None:
+  """Waits for the save of ``step``; raises `CheckpointError` in one line unless it is complete.
+
+  Orbax's own finalising thread consumes an asynchronous save's error (it is only logged), so
+  completion is confirmed on disk, and the cause read from the manager's wait.
+  """
+  cause = 'it did not complete'
   try:
-    mngr.check_for_errors()
+    mngr.wait_until_finished()
   except Exception as error:  # pylint: disable=broad-except
-    cause = str(error).strip().splitlines()[-1][:200] if str(error).strip() else ''
-    complete = _complete_steps(workdir)
-    raise CheckpointError(
-        f'Saving a checkpoint in {directory(workdir)} failed ({type(error).__name__}: {cause}); '
-        f'the last complete checkpoint is step {complete[-1] if complete else "none"}. Free '
-        'disk space or fix the permissions, then run the same command to resume.') from None
+    lines = [l for l in str(error).splitlines() if l.strip()] or ['']
+    # Orbax's messages end with the operating system's reason after the paths it tried.
+    cause = lines[-1].rsplit(': ', 1)[-1].strip()[:200]
+  complete = _complete_steps(workdir)
+  if step in complete:
+    return
+  raise CheckpointError(
+      f'Saving checkpoint {step} in {directory(workdir)} failed ({cause}); the last complete '
+      f'checkpoint is step {complete[-1] if complete else "none"}. Free disk space or fix the '
+      'permissions, then run the same command to resume.')
 
 
 def close(mngr: ocp.CheckpointManager) -> None:
@@ -181,5 +198,7 @@ def close(mngr: ocp.CheckpointManager) -> None:
 def save(mngr: ocp.CheckpointManager, state, metrics: dict | None = None) -> None:
   """Starts an async save of ``state`` at its step, with the eval ``metrics`` if any."""
   step = int(jax.device_get(state.step))
-  mngr.save(step, args=ocp.args.StandardSave(state),
-            metrics=None if metrics is None else {**metrics, 'step': step})
+  # Orbax warns when a best-k manager saves without metrics (a checkpoint between evaluations).
+  with quiet() if metrics is None else contextlib.nullcontext():
+    mngr.save(step, args=ocp.args.StandardSave(state),
+              metrics=None if metrics is None else {**metrics, 'step': step})

@@ -84,14 +84,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_range(config, field, low, high, closed)
   if config.resume not in workdir_lib.RESUME_MODES:
     raise ConfigError(f'config.resume={config.resume!r}: expected one of '
-                      f'{workdir_lib.RESUME_MODES}.')
+                       f'{workdir_lib.RESUME_MODES}.')
   if config.checkpoint.best_mode not in ('max', 'min'):
     raise ConfigError(f"config.checkpoint.best_mode={config.checkpoint.best_mode!r}: expected "
-                      "'max' or 'min'.")
+                       "'max' or 'min'.")
   optim.validate(config.optim)
   if config.parallel.mode not in parallel.MODES:
     raise ConfigError(f'config.parallel.mode={config.parallel.mode!r}: expected one of '
-                     f'{parallel.MODES}.')
+                      f'{parallel.MODES}.')
   if config.loss not in CLASSIFICATION_LOSSES:
     raise ConfigError(f'config.loss={config.loss!r}: expected one of {sorted(CLASSIFICATION_LOSSES)}.')
   for field in ('optim.plateau_metric', 'checkpoint.best_metric'):
@@ -101,7 +101,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f'config.{field}={value!r}: expected an eval metric, one of {EVAL_METRICS}.')
   if config.model.name not in models.list_models():
     raise ConfigError(f'config.model.name={config.model.name!r}: registered models are '
-                     f'{", ".join(models.list_models())}.')
+                      f'{", ".join(models.list_models())}.')
 
 
 def check_task(config: ml_collections.ConfigDict, model, source: sources.Source,
@@ -110,23 +110,30 @@ def check_task(config: ml_collections.ConfigDict, model, source: sources.Source,
   dense = bool(source.label_shape)
   kind = 'per-pixel' if dense else 'per-example'
   if dense != (config.loss == 'pixel_cross_entropy'):
-    raise ValueError(f"{source.name} has {kind} labels but config.loss={config.loss!r}; use "
-                     f"{'pixel_cross_entropy' if dense else 'softmax_cross_entropy'}.")
+    raise ConfigError(f"{source.name} has {kind} labels but config.loss={config.loss!r}; use "
+                      f"{'pixel_cross_entropy' if dense else 'softmax_cross_entropy'}.")
   usable = "'accuracy' or 'mean_iou'" if dense else "'accuracy' or 'top5_accuracy'"
   for field in ('optim.plateau_metric', 'checkpoint.best_metric'):
     section, name = field.split('.')
     if config[section][name] == ('top5_accuracy' if dense else 'mean_iou'):
-      raise ValueError(f'config.{field}={config[section][name]!r} is not computed for {kind} '
-                       f'labels; use {usable}.')
+      raise ConfigError(f'config.{field}={config[section][name]!r} is not computed for {kind} '
+                        f'labels; use {usable}.')
   output = jax.eval_shape(functools.partial(model.init_with_output, train=False),
                           jax.random.key(0), jax.ShapeDtypeStruct((1, *example_shape),
                                                                   jnp.float32))[0]
+  native = models.input_shape(config.model.name)[:-1]
+  spatial = example_shape[:-1]
+  if len(native) == len(spatial) and any(s * 4 <= n for s, n in zip(spatial, native)):
+    logging.warning('%s is designed for inputs of %s; %s examples are %s, far smaller: its '
+                    'downsampling may leave little spatial resolution (see arithmetic.summarize).',
+                    config.model.name, 'x'.join(map(str, native)), source.name,
+                    'x'.join(map(str, spatial)))
   expected = (1, *source.label_shape, source.num_classes)
   if tuple(output.shape) != expected:
-    raise ValueError(f'Model {config.model.name!r} maps one {source.name} example '
-                     f'{(1, *example_shape)} to {tuple(output.shape)}, but the labels need logits '
-                     f'{expected}: pick a {"dense-prediction" if dense else "classification"} '
-                     'model for this dataset.')
+    raise ConfigError(f'Model {config.model.name!r} maps one {source.name} example '
+                      f'{(1, *example_shape)} to {tuple(output.shape)}, but the labels need logits '
+                      f'{expected}: pick a {"dense-prediction" if dense else "classification"} '
+                      'model for this dataset.')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -168,13 +175,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
   init = state_initializer(model, tx, example_shape, config)
   replicated = parallel.replicated(mesh)
-  mngr = checkpoint.manager(workdir, config)
   for name in checkpoint.unfinished(workdir):
     logging.warning('Ignoring %s: a save that never completed (the process was stopped while '
                     'writing it).', os.path.join(checkpoint.directory(workdir), name))
   # The restore target costs nothing: shapes and shardings only, no initialisation.
-  state = checkpoint.restore(mngr, jax.tree_util.tree_map(
+  state = checkpoint.restore(workdir, config, jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), jax.eval_shape(init)))
+  mngr = checkpoint.manager(workdir, config)
   if state is None:
     state = jax.jit(init, out_shardings=replicated)()
   start_step = int(jax.device_get(state.step))
@@ -208,6 +215,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         'config.optim.lr, add config.optim.clip_norm, or check the inputs.')
 
   eval_metrics, pending, last_log = {}, [], (time.time(), start_step)
+  unconfirmed = None  # the step of a save not yet confirmed complete on disk
   with preemption.stop_on_signals() as stop:
     try:
       for step in range(start_step, total_steps):
@@ -217,7 +225,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         synced = done % sync_every == 0
         if synced:
           jax.block_until_ready(logs)
-          checkpoint.raise_failed_save(mngr, workdir)
+          if unconfirmed is not None and not mngr.is_saving_in_progress():
+            checkpoint.confirm_saved(mngr, workdir, unconfirmed)  # a failed save stops the run
+            unconfirmed = None
         stopping = (stop.agreed() if synced else False) if jax.process_count() > 1 else bool(stop)
         is_last = done == total_steps
         evaluate = done % config.eval_every == 0 or is_last
@@ -244,18 +254,20 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             raise diverged(f'The eval loss became {eval_metrics["loss"]}', done)
           state = optim.plateau_update(state, eval_metrics, config.optim)
         if save:
+          if unconfirmed is not None:
+            checkpoint.confirm_saved(mngr, workdir, unconfirmed)
           checkpoint.save(mngr, state, eval_metrics if evaluate else None)
+          unconfirmed = done
         if stopping:
-          mngr.wait_until_finished()
-          checkpoint.raise_failed_save(mngr, workdir)
+          checkpoint.confirm_saved(mngr, workdir, done)
           if jax.process_index() == 0:
             print(f'Stopped by {stop.name} at step {done}/{total_steps}; checkpoint saved in '
                   f'{checkpoint.directory(workdir)}. Run the same command to resume.', flush=True)
           return {}
       if not eval_metrics:  # resumed at the end: report the restored model
         eval_metrics = run_eval(state)
-      mngr.wait_until_finished()
-      checkpoint.raise_failed_save(mngr, workdir)
+      if unconfirmed is not None:
+        checkpoint.confirm_saved(mngr, workdir, unconfirmed)
     finally:
       checkpoint.close(mngr)
       writer.close()

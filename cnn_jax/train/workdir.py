@@ -114,9 +114,10 @@ def claim(workdir: str):
   run never leaves a stale lock; the file names the holder for the error message.
   """
   os.makedirs(workdir, exist_ok=True)
-  if not os.access(workdir, os.W_OK):
-    raise ConfigError(f'The workdir {workdir} is not writable; pick another --workdir or fix its '
-                      'permissions.')
+  for folder in (workdir, os.path.join(workdir, 'checkpoints')):
+    if os.path.exists(folder) and not os.access(folder, os.W_OK):
+      raise ConfigError(f'{folder} is not writable; pick another --workdir or fix its '
+                        'permissions.')
   if jax.process_index() != 0:
     yield
     return
