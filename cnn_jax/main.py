@@ -65,7 +65,7 @@ def main(argv) -> None:
   logging.info('Training %s into %s', config_path, workdir)
   try:
     loop.train_and_evaluate(config, workdir)
-  except (ConfigError, FileNotFoundError, FloatingPointError, checkpoint.CheckpointError) as error:
+  except (ConfigError, OSError, FloatingPointError, checkpoint.CheckpointError) as error:
     # What went wrong and how to fix it is the message; the traceback is for --verbosity=1.
     if logging.get_verbosity() >= 1:
       raise

@@ -144,3 +144,15 @@ def test_a_run_opens_while_training_still_writes_to_it(tmp_path, data_dir):
   assert process.returncode == 0, errors[-2000:]
   assert opened and opened[0] < 300, opened  # opened mid-run, not only after the end
   assert opened == sorted(opened)
+
+
+def test_a_resumed_run_opens_with_the_config_in_force_at_its_step(tmp_path, data_dir):
+  workdir = str(tmp_path / 'resumed')
+  loop.train_and_evaluate(digits_config(data_dir, num_steps=3), workdir)
+  final = loop.train_and_evaluate(digits_config(data_dir, num_steps=6, eval_batch_size=80),
+                                  workdir)
+  assert json.load(open(os.path.join(workdir, 'config.json')))['eval_batch_size'] == 48
+  assert analysis.load_run(workdir, step=3).config.eval_batch_size == 48
+  run = analysis.load_run(workdir)
+  assert run.step == 6 and run.config.eval_batch_size == 80 and run.config.num_steps == 6
+  assert run.evaluate()['accuracy'] == final['accuracy']

@@ -39,7 +39,7 @@ def test_every_notebook_runs_and_draws_its_figures(tmp_path):
     figures = [o for o in outputs if 'image/png' in o.get('data', {})]
     assert len(figures) == count, (name, len(figures))
     html = (out / f'{name}.html').read_text(encoding='utf-8')
-    assert html.count('data:image/png;base64') == count, name
+    assert html.count('src="data:image/png;base64') == count, name
   # Each notebook trained its own run, as a newcomer's first open would.
   assert sorted(os.listdir(tmp_path / 'runs')) == ['digits', 'mnist1d_wavenet', 'motifs_deepbind',
                                                    'shapes_fcn']

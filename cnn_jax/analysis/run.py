@@ -38,9 +38,16 @@ def _tuples(value):
   return value
 
 
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run was started with (``WORKDIR/config.json``)."""
+def read_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:
+  """The config in force at ``step``: ``config.json`` (the start), or the newest
+  ``config.<s>.json`` with ``s <= step`` that a resume with allowed changes recorded."""
   path = os.path.join(workdir, 'config.json')
+  if step is not None and os.path.isdir(workdir):
+    resumed = [int(n.split('.')[1]) for n in os.listdir(workdir)
+               if n.startswith('config.') and n.split('.')[1].isdigit() and n.endswith('.json')]
+    resumed = [s for s in resumed if s <= step]
+    if resumed:
+      path = os.path.join(workdir, f'config.{max(resumed)}.json')
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f'No run at {workdir}: the directory does not exist; pass the '
                             '--workdir of a training run.')
@@ -196,6 +203,7 @@ def _load(workdir: str, step, devices) -> Run:
   config = read_config(workdir)
   mngr = checkpoint.manager(workdir, config, read_only=True)
   step = _pick_step(mngr, step, workdir, config)
+  config = read_config(workdir, step)
   mesh = parallel.make_mesh(devices or jax.devices()[:1])
   train = sources.load(config.data.name, config.data.train_split, config.data.data_dir)
   example_shape = pipeline.source_shape(train, config.data)

@@ -268,6 +268,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         eval_metrics = run_eval(state)
       if unconfirmed is not None:
         checkpoint.confirm_saved(mngr, workdir, unconfirmed)
+    except OSError:
+      # A full disk often hits the logs first; the save in flight then failed too, and saying
+      # which checkpoint is the last complete one matters more.
+      if unconfirmed is not None:
+        checkpoint.confirm_saved(mngr, workdir, unconfirmed)
+      raise
     finally:
       checkpoint.close(mngr)
       writer.close()

@@ -77,13 +77,14 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, has_checkpoint
 
 
 def record(config: ml_collections.ConfigDict, workdir: str, step: int, changed: dict) -> None:
-  """Writes ``config.json`` for a new run, or ``config.<step>.json`` for a changed resume."""
+  """Writes ``config.json`` when the run starts from scratch (no checkpoint is described by an
+  older one), or ``config.<step>.json`` for a resume at ``step`` with a changed config."""
   if jax.process_index() != 0:
     return
   path = _config_path(workdir)
-  if os.path.exists(path) and not changed:
+  if step and not changed:
     return
-  if os.path.exists(path):
+  if step:
     path = os.path.join(workdir, f'config.{step}.json')
     logging.warning('Resuming at step %d with a changed config: %s', step,
                     '; '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in changed.items()))
