@@ -228,7 +228,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
           if unconfirmed is not None and not mngr.is_saving_in_progress():
             checkpoint.confirm_saved(mngr, workdir, unconfirmed)  # a failed save stops the run
             unconfirmed = None
-        stopping = (stop.agreed() if synced else False) if jax.process_count() > 1 else bool(stop)
+        # Several processes must stop at the same step: they compare notes at sync points only.
+        stopping = (synced or jax.process_count() == 1) and stop.agreed()
         is_last = done == total_steps
         evaluate = done % config.eval_every == 0 or is_last
         save = evaluate or done % config.checkpoint.every == 0 or stopping
