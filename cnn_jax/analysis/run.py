@@ -39,13 +39,14 @@ def _tuples(value):
 
 
 def read_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:
-  """The config in force at ``step``: ``config.json`` (the start), or the newest
-  ``config.<s>.json`` with ``s <= step`` that a resume with allowed changes recorded."""
+  """The config that produced checkpoint ``step``: ``config.json`` (the start), or the newest
+  ``config.<s>.json`` with ``s < step`` (a resume at ``s`` with allowed changes trains on from
+  there)."""
   path = os.path.join(workdir, 'config.json')
   if step is not None and os.path.isdir(workdir):
     resumed = [int(n.split('.')[1]) for n in os.listdir(workdir)
                if n.startswith('config.') and n.split('.')[1].isdigit() and n.endswith('.json')]
-    resumed = [s for s in resumed if s <= step]
+    resumed = [s for s in resumed if s < step]
     if resumed:
       path = os.path.join(workdir, f'config.{max(resumed)}.json')
   if not os.path.isdir(workdir):

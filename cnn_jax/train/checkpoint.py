@@ -41,7 +41,7 @@ def quiet(level: int = logging.ERROR):
 
 
 class CheckpointError(RuntimeError):
-  """A checkpoint could not be written, or none can be resumed from: the run stops."""
+  """A checkpoint (or log) could not be written, or none can be resumed from: the run stops."""
 
 
 def directory(workdir: str) -> str:
@@ -178,13 +178,17 @@ def confirm_saved(mngr: ocp.CheckpointManager, workdir: str, step: int) -> None:
     lines = [l for l in str(error).splitlines() if l.strip()] or ['']
     # Orbax's messages end with the operating system's reason after the paths it tried.
     cause = lines[-1].rsplit(': ', 1)[-1].strip()[:200]
+  if step not in _complete_steps(workdir):
+    raise write_failed(workdir, f'Saving checkpoint {step} in {directory(workdir)}', cause)
+
+
+def write_failed(workdir: str, what: str, cause: str) -> CheckpointError:
+  """The one-line error for a write that failed: what, why, and where a rerun resumes."""
   complete = _complete_steps(workdir)
-  if step in complete:
-    return
-  raise CheckpointError(
-      f'Saving checkpoint {step} in {directory(workdir)} failed ({cause}); the last complete '
-      f'checkpoint is step {complete[-1] if complete else "none"}. Free disk space or fix the '
-      'permissions, then run the same command to resume.')
+  return CheckpointError(
+      f'{what} failed ({cause}); the last complete checkpoint is step '
+      f'{complete[-1] if complete else "none"}. Free disk space or fix the permissions, then run '
+      'the same command to resume.')
 
 
 def close(mngr: ocp.CheckpointManager) -> None:

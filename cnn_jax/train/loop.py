@@ -1,6 +1,7 @@
 """`train_and_evaluate(config, workdir)`: the training loop, importable from tests and notebooks."""
 
 import dataclasses
+import errno
 import functools
 import json
 import math
@@ -50,6 +51,7 @@ def state_initializer(model, tx, example_shape, config):
 
 
 EVAL_METRICS = ('loss', 'accuracy', 'top5_accuracy', 'mean_iou')
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 # (field, lowest, highest, lowest allowed itself): every numeric field the loop reads has a range.
 RANGES = (
     ('batch_size', 1, None, True), ('eval_batch_size', 1, None, True),
@@ -269,12 +271,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         eval_metrics = run_eval(state)
       if unconfirmed is not None:
         checkpoint.confirm_saved(mngr, workdir, unconfirmed)
-    except OSError:
-      # A full disk often hits the logs first; the save in flight then failed too, and saying
-      # which checkpoint is the last complete one matters more.
+    except OSError as error:
+      if error.errno not in WRITE_ERRORS:
+        raise
+      # A full disk may hit the logs before (or after) a save: either way, say what failed and
+      # which checkpoint a rerun resumes from.
       if unconfirmed is not None:
         checkpoint.confirm_saved(mngr, workdir, unconfirmed)
-      raise
+      raise checkpoint.write_failed(workdir, f'Writing {error.filename or "to the workdir"}',
+                                    error.strerror or str(error)) from error
     finally:
       checkpoint.close(mngr)
       writer.close()
