@@ -8,6 +8,13 @@ import numpy as np
 from cnn_jax.analysis import probe
 
 
+def _vectors(features: jax.Array) -> np.ndarray:
+  """[N, D]: spatial positions averaged away, so every example is one vector."""
+  features = np.asarray(features, np.float32)
+  return features.reshape(features.shape[0], -1, features.shape[-1]).mean(1) if (
+      features.ndim > 2) else features
+
+
 def embeddings(run_or_model, variables: dict | None = None, batches: Iterable | None = None,
                layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
   """``(features [M, D], labels [M])`` of every example in ``batches``.
@@ -27,7 +34,7 @@ def embeddings(run_or_model, variables: dict | None = None, batches: Iterable | 
                     probe.feature_maps(model, variables, x, [layer])[layer])
   features, labels = [], []
   for batch in batches:
-    features.append(probe.per_example_vectors(extract(batch['image'])))
+    features.append(_vectors(extract(batch['image'])))
     labels.append(np.asarray(batch['label']))
   return np.concatenate(features), np.concatenate(labels)
 

@@ -9,7 +9,6 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 
 def outputs(model: nn.Module, variables: dict, x: jax.Array) -> jax.Array:
@@ -131,10 +130,3 @@ def head_input(model: nn.Module, variables: dict, x: jax.Array) -> jax.Array:
   with nn.intercept_methods(record):
     model.apply(variables, x, train=False)
   return inputs[-1]
-
-
-def per_example_vectors(features: jax.Array) -> np.ndarray:
-  """[N, D]: spatial positions averaged away, so every example is one vector."""
-  features = np.asarray(features, np.float32)
-  return features.reshape(features.shape[0], -1, features.shape[-1]).mean(1) if (
-      features.ndim > 2) else features

@@ -144,15 +144,14 @@ class Run:
 
 def _pick_step(mngr: ocp.CheckpointManager, step, workdir: str, config) -> int:
   available = mngr.all_steps()
-  directory = checkpoint.directory(workdir)
   if not available:
-    partial = [name for name in os.listdir(directory)] if os.path.isdir(directory) else []
-    found = (f'only unfinished saves {sorted(partial)} (a save interrupted before it completed)'
+    partial = checkpoint.unfinished(workdir)
+    found = (f'only unfinished saves {partial} (a save interrupted before it completed)'
              if partial else 'no checkpoint yet')
     raise FileNotFoundError(
-        f'{directory} holds {found}; a run writes its first checkpoint at step '
-        f'{config.checkpoint.every} (config.checkpoint.every): wait for it, or resume training '
-        f'with --workdir={workdir}.')
+        f'{checkpoint.directory(workdir)} holds {found}; a run writes its first checkpoint at '
+        f'step {config.checkpoint.every} (config.checkpoint.every): wait for it, or resume '
+        f'training with --workdir={workdir}.')
   if step == 'latest':
     return available[-1]
   if step == 'best':

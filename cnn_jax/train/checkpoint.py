@@ -13,10 +13,6 @@ import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
-# The parts of a `TrainState` that inference needs (never the optimiser state).
-INFERENCE_FIELDS = ('params', 'batch_stats', 'ema_params')
-
-
 class OrbaxBelow(logging.Filter):
   """Drops Orbax's log records below ``level`` (its per-save INFO lines, read-only notices)."""
 
@@ -95,9 +91,10 @@ def unfinished(workdir: str) -> list[str]:
       os.path.isdir(folder)) else []
 
 
-def has_checkpoints(workdir: str) -> bool:
+def complete_steps(workdir: str) -> list[int]:
+  """Steps whose save completed (Orbax renames a step's folder to its number when it is done)."""
   folder = directory(workdir)
-  return os.path.isdir(folder) and any(n.isdigit() for n in os.listdir(folder))
+  return sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if os.path.isdir(folder) else []
 
 
 def _set_aside(workdir: str, step: int, reason: str) -> None:
@@ -153,16 +150,11 @@ def restore(workdir: str, config: ml_collections.ConfigDict, abstract_state):
 
 
 def restore_inference(mngr: ocp.CheckpointManager, step: int, abstract: dict) -> dict:
-  """Restores only ``abstract``'s fields of a saved `TrainState` (a subset of INFERENCE_FIELDS),
+  """Restores only ``abstract``'s fields of a saved `TrainState` (e.g. params and batch_stats),
   onto the shardings its leaves carry; the optimiser state is never read."""
   restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
   return mngr.restore(step, args=ocp.args.PyTreeRestore(abstract, restore_args=restore_args,
                                                         partial_restore=True))
-
-
-def _complete_steps(workdir: str) -> list[int]:
-  folder = directory(workdir)
-  return sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if os.path.isdir(folder) else []
 
 
 def confirm_saved(mngr: ocp.CheckpointManager, workdir: str, step: int) -> None:
@@ -178,13 +170,13 @@ def confirm_saved(mngr: ocp.CheckpointManager, workdir: str, step: int) -> None:
     lines = [l for l in str(error).splitlines() if l.strip()] or ['']
     # Orbax's messages end with the operating system's reason after the paths it tried.
     cause = lines[-1].rsplit(': ', 1)[-1].strip()[:200]
-  if step not in _complete_steps(workdir):
+  if step not in complete_steps(workdir):
     raise write_failed(workdir, f'Saving checkpoint {step} in {directory(workdir)}', cause)
 
 
 def write_failed(workdir: str, what: str, cause: str) -> CheckpointError:
   """The one-line error for a write that failed: what, why, and where a rerun resumes."""
-  complete = _complete_steps(workdir)
+  complete = complete_steps(workdir)
   return CheckpointError(
       f'{what} failed ({cause}); the last complete checkpoint is step '
       f'{complete[-1] if complete else "none"}. Free disk space or fix the permissions, then run '

@@ -157,7 +157,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  changed = workdir_lib.check_resume(config, workdir, checkpoint.has_checkpoints(workdir))
+  changed = workdir_lib.check_resume(config, workdir, bool(checkpoint.complete_steps(workdir)))
   if config.resume == 'restart':
     workdir_lib.archive(workdir)
     changed = {}
