@@ -3,7 +3,11 @@
 #   ./launch.sh                  set up .venv, then train experiments/default.py into runs/default-<time>
 #   ./launch.sh --config=experiments/X.py --workdir=DIR [--config.a.b=v ...]   train (same command resumes)
 #   ./launch.sh test [ARGS]      set up, then run the test suite (ARGS go to pytest)
-#   ./launch.sh setup            only create or update .venv
+#   ./launch.sh setup [--gpu|--cuda13|--tpu]   only create or update .venv; an accelerator
+#                                flag adds JAX's CUDA 12 / CUDA 13 / TPU packages, and later
+#                                commands keep them (CNN_JAX_ACCELERATOR=gpu|cuda13|tpu does the same)
+#   ./launch.sh models [NAME]    the registered models, or one model's fields and native input
+#   ./launch.sh --print_config [--config=...]   the resolved config, one flag per field
 #   ./launch.sh notebooks [ARGS] execute notebooks/*.ipynb into runs/notebooks/ (.ipynb + .html)
 #   ./launch.sh bench [ARGS]     set up with the [bench] extra, then run benchmarks/run.py
 #   ./launch.sh lock             re-resolve setup.cfg's ranges in a scratch venv into requirements.lock
@@ -15,9 +19,22 @@ PYTHON=${PYTHON:-python3}
 # Exact versions of every package, transitive ones too, that the tests passed with: installs are
 # reproducible; setup.cfg keeps the ranges for people who use cnn_jax as a library.
 LOCK=requirements.lock
+# The accelerator packages a venv was set up with stay installed on every later command.
+ACCELERATOR_FILE="$VENV/.cnn_jax-accelerator"
+ACCELERATOR=${CNN_JAX_ACCELERATOR:-$(cat "$ACCELERATOR_FILE" 2>/dev/null || echo cpu)}
+
+extras_for() {  # dev or dev,bench plus the accelerator's extra
+  case "$ACCELERATOR" in
+    cpu) echo "$1" ;;
+    gpu|cuda13|tpu) echo "$1,$ACCELERATOR" ;;
+    *) echo "Unknown accelerator '$ACCELERATOR': expected cpu, gpu (CUDA 12), cuda13 or tpu." >&2
+       exit 2 ;;
+  esac
+}
 
 setup() {
-  local extras=$1
+  local extras
+  extras=$(extras_for "$1")
   local stamp="$VENV/.cnn_jax-installed"
   # The venv is rebuilt only when the pinned dependencies or the wanted extras change.
   local want
@@ -31,11 +48,24 @@ setup() {
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet -c "$LOCK" -e ".[$extras]"
   echo "$want" >> "$stamp"
+  echo "$ACCELERATOR" > "$ACCELERATOR_FILE"
 }
 
 case "${1:-}" in
   setup)
-    shift; setup dev ;;
+    shift
+    for arg in "$@"; do
+      case "$arg" in
+        --gpu|--cuda13|--tpu) ACCELERATOR=${arg#--} ;;
+        *) echo "Unknown setup flag '$arg': expected --gpu (CUDA 12), --cuda13 or --tpu." >&2
+           exit 2 ;;
+      esac
+    done
+    setup dev
+    "$VENV/bin/python" -c 'import jax; print("JAX devices:", jax.devices())' ;;
+  models)
+    shift; setup dev
+    exec "$VENV/bin/python" -m cnn_jax.models "$@" ;;
   test)
     shift; setup dev
     exec "$VENV/bin/python" -m pytest "$@" ;;
@@ -55,7 +85,8 @@ case "${1:-}" in
     rm -rf "$scratch"
     echo "wrote $LOCK ($(grep -vc '^#' "$LOCK") packages)" ;;
   -h|--help|help)
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,/^set -e/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'
+    echo "Every config field is a flag: see them with ./launch.sh --print_config [--config=X]." ;;
   *)
     setup dev
     exec "$VENV/bin/python" -m cnn_jax.main "$@" ;;

@@ -288,16 +288,19 @@ def conv_macs(output_size: Sequence[int], kernel_size: Sequence[int], in_feature
 
 @dataclasses.dataclass(frozen=True)
 class LayerSummary:
-  """One leaf module of a model.
+  """One leaf module of a model, or one pooling operation outside any leaf module.
 
   Attributes:
-    name: the module path, '/'-joined.
-    kind: the module's class name.
+    name: the module path, '/'-joined (a pooling row adds e.g. 'max_pool_1' to its caller's).
+    kind: the module's class name, or the pooling kind ('max_pool', 'avg_pool', 'pool',
+      'global_max_pool', 'global_avg_pool').
     output_shape: shape of its (first) output.
     params: trainable parameters it owns.
     macs: multiply-adds of its convolutions and matrix products, for the summarised batch.
     receptive_field: per spatial dim, input pixels one output unit sees; None once the spatial
       layout is gone (after global pooling or flattening).
+    jump: per spatial dim, input pixels between two adjacent output units (the effective
+      stride); None where ``receptive_field`` is.
     notes: facts worth knowing, e.g. input rows a stride leaves unused.
   """
   name: str
@@ -306,6 +309,7 @@ class LayerSummary:
   params: int
   macs: int
   receptive_field: tuple[float, ...] | None
+  jump: tuple[float, ...] | None = None
   notes: tuple[str, ...] = ()
 
 
@@ -324,10 +328,10 @@ class Summary:
         return '-'
       return 'x'.join(f'{v:g}' for v in field)
 
-    header = ('name', 'kind', 'output shape', 'params', 'MACs', 'receptive field')
+    header = ('name', 'kind', 'output shape', 'params', 'MACs', 'receptive field', 'jump')
     body = [(row.name, row.kind, str(list(row.output_shape)), f'{row.params:,}', f'{row.macs:,}',
-             fmt_field(row.receptive_field)) for row in self.layers]
-    body.append(('total', '', '', f'{self.total_params:,}', f'{self.total_macs:,}', ''))
+             fmt_field(row.receptive_field), fmt_field(row.jump)) for row in self.layers]
+    body.append(('total', '', '', f'{self.total_params:,}', f'{self.total_macs:,}', '', ''))
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     lines = ['  '.join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in
                        enumerate(zip(r, widths))) for r in [header] + body]
@@ -365,6 +369,9 @@ class _Tracer:
     self.macs: dict[tuple[str, ...], int] = {}
     self.last_field: dict[tuple[str, ...], Field | None] = {}
     self.notes: dict[tuple[str, ...], list[str]] = {}
+    self.count = 0  # equations seen: the order of the rows
+    self.first_seen: dict[tuple[str, ...], int] = {}
+    self.pools: list[tuple[int, tuple[str, ...], str, tuple[int, ...], Field | None]] = []
 
   def field(self, var) -> Field | None:
     return self.fields.get(var) if hasattr(var, 'aval') and not hasattr(var, 'val') else None
@@ -381,7 +388,13 @@ class _Tracer:
         self.walk(inner, eqn_path)
         outs = [self.field(v) for v in inner.outvars]
       else:
+        self.first_seen.setdefault(eqn_path, self.count)
         outs = self.visit(eqn, eqn_path)
+        pool = self.pool_kind(eqn)
+        if pool:
+          self.pools.append((self.count, eqn_path, pool, tuple(eqn.outvars[0].aval.shape),
+                             outs[0]))
+        self.count += 1
       for var, out in zip(eqn.outvars, outs):
         self.fields[var] = out
       for depth in range(len(eqn_path) + 1):
@@ -428,6 +441,18 @@ class _Tracer:
                             p['window_dilation'][spatial],
                             [lo for lo, _ in p['padding'][spatial]], p['base_dilation'][spatial])]
     return [self.elementwise(eqn, v) for v in eqn.outvars]
+
+  def pool_kind(self, eqn) -> str | None:
+    """The pooling an equation is, if any: windows over the spatial dims, or a global reduction
+    over exactly them."""
+    name = eqn.primitive.name
+    if name.startswith('reduce_window'):
+      return {'reduce_window_max': 'max_pool', 'reduce_window_sum': 'avg_pool'}.get(name, 'pool')
+    rank = len(getattr(eqn.invars[0].aval, 'shape', ()))
+    if (name in ('reduce_max', 'reduce_sum') and rank == self.rank + 2 and
+        tuple(eqn.params['axes']) == tuple(range(1, self.rank + 1))):
+      return 'global_max_pool' if name == 'reduce_max' else 'global_avg_pool'
+    return None
 
   def elementwise(self, eqn, out_var) -> Field | None:
     """Any other op: keeps the widest field of the inputs laid out like its output."""
@@ -527,14 +552,33 @@ def summarize(model, input_shape: Sequence[int], *, dtype: Any = None,
     return count(node)
 
   leaves = [p for p in calls if not any(q[:len(p)] == p and q != p for q in calls)]
+  # A module with no equations (dropout at inference) takes the place of the next one that has.
+  positions, position = {}, tracer.count
+  for path in reversed(leaves):
+    position = min((i for p, i in tracer.first_seen.items() if p[:len(path)] == path),
+                   default=position)
+    positions[path] = position
   rows = []
   for path in leaves:
     kind, shape = calls[path]
     field = tracer.last_field.get(path)
     macs = sum(m for p, m in tracer.macs.items() if p[:len(path)] == path)
     notes = tuple(n for p, ns in tracer.notes.items() if p[:len(path)] == path for n in ns)
-    rows.append(LayerSummary('/'.join(path) or kind, kind, shape, params_at(path), macs,
-                             field.size if field else None, notes))
+    rows.append((positions[path], LayerSummary('/'.join(path) or kind, kind, shape, params_at(path), macs,
+                                        field.size if field else None,
+                                        field.jump if field else None, notes)))
+  named: dict[str, int] = {}
+  for position, path, kind, shape, field in tracer.pools:
+    if any(leaf and path[:len(leaf)] == leaf for leaf in leaves):
+      continue  # inside a module that has its own row
+    stem = '/'.join((*path, kind))
+    named[stem] = named.get(stem, -1) + 1
+    name = stem if not named[stem] else f'{stem}_{named[stem]}'
+    rows.append((position, LayerSummary(name, kind, shape, 0, 0, field.size if field else None,
+                                        field.jump if field else None)))
+  rows = [row for _, row in sorted(rows, key=lambda r: r[0])]
+  if len(rows) > 1 and leaves == [()] and not rows[0].params:
+    rows = [row for row in rows if row.kind != calls[()][0]]  # a module of pooling alone
   summary = Summary(tuple(input_shape), tuple(rows), count(variables.get('params', {})),
                     sum(tracer.macs.values()),
                     count({k: v for k, v in variables.items() if k != 'params'}))

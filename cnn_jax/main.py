@@ -1,10 +1,12 @@
 """Command line: absl flags only; the work is `cnn_jax.train.loop.train_and_evaluate`.
 
   python -m cnn_jax.main --config=experiments/X.py --workdir=DIR [--config.a.b=v ...]
+  python -m cnn_jax.main --config=experiments/X.py [--config.a.b=v ...] --print_config
 Multi-host: add --coordinator_address=HOST:PORT --num_processes=N --process_id=I on every host
 (on SLURM or Cloud TPU, omit them: JAX finds its peers itself).
 """
 
+import ast
 import os
 import sys
 import time
@@ -14,11 +16,15 @@ from ml_collections import config_flags
 
 from cnn_jax.errors import ConfigError
 
-DEFAULT_CONFIG = 'experiments/default.py'
+DEFAULT_CONFIG = 'default'
 # No default here: a default config would be parsed, with the overrides, at import time.
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, f'Experiment config file (get_config()); default {DEFAULT_CONFIG}.',
-    lock_config=True)
+    'config', None, 'Experiment config: a file with get_config(), or the name of one in the '
+    f'installed experiments package (e.g. cifar10_resnet18); default {DEFAULT_CONFIG}. Every field '
+    'is a flag, --config.FIELD=VALUE (model fields: --config.model.kwargs.FIELD=VALUE, listed by '
+    './launch.sh models NAME); --print_config shows them all, resolved.', lock_config=True)
+_PRINT_CONFIG = flags.DEFINE_bool('print_config', False,
+                                  'Print the resolved config (overrides applied) and exit.')
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Run directory; default runs/<config>-<time>. The same workdir resumes.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0.')
@@ -36,10 +42,68 @@ def _initialize_distributed() -> None:
     jax.distributed.initialize()  # auto-detects the cluster
 
 
+MODEL_KWARGS = '--config.model.kwargs.'
+# --config.model.kwargs.FIELD=VALUE, in order; parsed here since the fields are the model's own.
+_model_overrides: dict[str, object] = {}
+
+
+def _literal(text: str):
+  """A command-line value: a Python literal (numbers, tuples, None, True), true/false, or text."""
+  if text.lower() in ('true', 'false'):
+    return text.lower() == 'true'
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def _take_model_overrides(argv: list[str]) -> list[str]:
+  """Removes the model-field overrides from ``argv`` into `_model_overrides` (the last wins)."""
+  rest, i = [], 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg.startswith(MODEL_KWARGS):
+      field, has_value, value = arg[len(MODEL_KWARGS):].partition('=')
+      if not has_value:
+        if i + 1 == len(argv):
+          raise app.UsageError(f'{arg} needs a value: {arg}=VALUE.')
+        value, i = argv[i + 1], i + 1
+      _model_overrides[field] = _literal(value)
+    else:
+      rest.append(arg)
+    i += 1
+  return rest
+
+
+def resolve_model_fields(config, overrides: dict) -> None:
+  """Sets ``config.model.kwargs`` to the experiment's kwargs plus ``overrides``, typed by the
+  model's fields; kwargs the model lacks (left by another model) are dropped with a warning."""
+  from cnn_jax import models  # pylint: disable=g-import-not-at-top
+  kwargs, dropped = models.resolve_kwargs(config.model.name, dict(config.model.kwargs), overrides)
+  if dropped:
+    logging.warning('Dropping config.model.kwargs %s: %s has no such field (the experiment set '
+                    'them for another model).', ', '.join(dropped), config.model.name)
+  with config.unlocked():
+    config.model.kwargs = kwargs
+
+
+def _config_path(value: str) -> str:
+  """``--config``'s value with a bare experiment name (``default``) made the path of its file."""
+  path, colon, args = value.partition(':')
+  if os.sep in path or path.endswith('.py'):
+    return value
+  import experiments  # pylint: disable=g-import-not-at-top
+  return os.path.join(os.path.dirname(experiments.__file__), f'{path}.py') + colon + args
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's parser, defaulting --config and explaining a config override with a typo."""
   if not any(a.startswith('--config=') or a == '--config' for a in argv[1:]):
     argv = [argv[0], f'--config={DEFAULT_CONFIG}', *argv[1:]]
+  argv = [f'--config={_config_path(a[len("--config="):])}' if a.startswith('--config=') else a
+          for a in argv]
+  # ml_collections finds the overrides in sys.argv itself: the model's fields must leave both.
+  argv = sys.argv = _take_model_overrides(argv)
   try:
     return flags.FLAGS(argv)
   except (AttributeError, KeyError) as error:
@@ -54,16 +118,23 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments {argv[1:]}; flags are --config, --workdir, '
                          '--config.<field>=<value> and the multi-host flags.')
-  from cnn_jax.train import checkpoint, loop  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from cnn_jax.train import checkpoint, loop, workdir as workdir_lib
   # Orbax's per-save INFO chatter stays out of the training log; its warnings still show.
   logging.get_absl_handler().addFilter(checkpoint.OrbaxBelow())
-  _initialize_distributed()
   config_path = config_flags.get_config_filename(flags.FLAGS['config'])
   name = os.path.splitext(os.path.basename(config_path))[0]
   workdir = _WORKDIR.value or os.path.join('runs', f'{name}-{time.strftime("%Y%m%d-%H%M%S")}')
   config = _CONFIG.value
-  logging.info('Training %s into %s', config_path, workdir)
   try:
+    resolve_model_fields(config, _model_overrides)
+    if _PRINT_CONFIG.value:
+      # One line a field, as the flag that sets it.
+      for field, value in workdir_lib.flatten(config.to_dict()).items():
+        print(f'--config.{field}={value!r}')
+      return
+    _initialize_distributed()
+    logging.info('Training %s into %s', config_path, workdir)
     loop.train_and_evaluate(config, workdir)
   except (ConfigError, OSError, FloatingPointError, checkpoint.CheckpointError) as error:
     # What went wrong and how to fix it is the message; the traceback is for --verbosity=1.

@@ -19,6 +19,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.label_smoothing = 0.0
   config.ema_decay = 0.0           # > 0 keeps an EMA of the parameters and evaluates it
   config.aux_loss_weight = 0.3     # models with auxiliary heads (GoogLeNet): their loss weight
+  config.compute_dtype = 'float32' # bfloat16 | float16: activations and convolutions in it;
+                                   # parameters, optimizer, BatchNorm statistics and loss float32
   config.resume = 'auto'           # auto: continue the workdir's run if compatible, else refuse
                                    # restart: archive the workdir's run, start afresh
 

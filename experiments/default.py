@@ -3,8 +3,8 @@
   ./launch.sh                                     # this config into runs/default-<time>
   ./launch.sh --config=experiments/default.py --workdir=runs/digits
 
-Expected: >= 98% test accuracy on the 400 held-out digits (98.75% with seed 0, 98.25% with seed 1),
-in about 20 seconds of training on a 2-core CPU.
+Expected: >= 98% test accuracy on the 400 held-out digits at the final step, 840 (98.75% with seed 0,
+98.50% with seed 1), in about 20 seconds of training on a 2-core CPU.
 """
 
 from experiments import base

@@ -59,19 +59,23 @@ def test_summarize_agrees_with_the_formulas_and_the_module(stack):
   model = Stack(tuple(layers))
   summary = arithmetic.summarize(model, (1, size, size, 2), print_fn=None)
   fields = arithmetic.receptive_fields(layers, (size, size))
-  conv_rows = iter(summary.layers)
+  # One row per layer, pooling included, in order, with the formulas' field and jump.
+  assert len(summary.layers) == len(layers)
+  rows = iter(summary.layers)
   shape, channels = (size, size), 2
   for spec, field in zip(layers, fields):
     shape = arithmetic.conv_output_shape(shape, spec['kernel_size'], spec['strides'],
                                          spec['padding'], spec['dilation'])
+    row = next(rows)
+    assert row.receptive_field == field.size and row.jump == field.jump
     if spec['kind'] != 'conv':
+      assert row.kind == f'{spec["kind"]}_pool' and row.params == row.macs == 0
+      assert row.output_shape == (1, *shape, channels)
       continue
-    row = next(conv_rows)
     k = (spec['kernel_size'],) * 2
     assert row.output_shape == (1, *shape, spec['features'])
     assert row.params == arithmetic.conv_params(k, channels, spec['features'])
     assert row.macs == arithmetic.conv_macs(shape, k, channels, spec['features'])
-    assert row.receptive_field == field.size
     channels = spec['features']
   # The real module agrees on the final shape.
   out = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x)[0],

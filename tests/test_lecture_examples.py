@@ -199,7 +199,8 @@ def test_exercise_128x128_two_conv_network(padding, expected):
 
   summary = arithmetic.summarize(Exercise(), (1, 128, 128, 3), print_fn=None)
   assert summary.total_params == expected
-  assert [row.params for row in summary.layers[:2]] == [896, 9_248]
+  assert [row.params for row in summary.layers[:4]] == [896, 0, 9_248, 0]  # conv, pool, ...
+  assert [row.kind for row in summary.layers[:4]] == ['Conv', 'max_pool'] * 2
 
 
 def test_sobel_is_rank_one_and_separable():

@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from cnn_jax import models
+from cnn_jax import arithmetic, models
 from cnn_jax.data import pipeline, sources
 from cnn_jax.errors import ConfigError
 from cnn_jax.train import checkpoint, optim, parallel, preemption, steps
@@ -24,11 +24,18 @@ from cnn_jax.train.state import TrainState
 from cnn_jax.train.writers import MetricWriter
 
 
+COMPUTE_DTYPES = ('float32', 'bfloat16', 'float16')
+
+
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
-  """The config's model; in per-device mode BatchNorm averages its statistics over 'data'."""
-  kwargs = dict(config.model.kwargs)
+  """The config's model, computing in ``config.compute_dtype``; in per-device mode BatchNorm
+  averages its statistics over 'data'."""
+  kwargs, _ = models.resolve_kwargs(config.model.name, {}, dict(config.model.kwargs))
   model = models.get_model(config.model.name, num_classes=num_classes, **kwargs)
   fields = {f.name for f in dataclasses.fields(model)}
+  if config.compute_dtype != 'float32':
+    models.check_contract(config.model.name, model, needs_dtype=True)
+    model = model.clone(dtype=jnp.dtype(config.compute_dtype))
   if config.parallel.mode == 'pmap' and 'axis_name' in fields:
     model = model.clone(axis_name=steps.AXIS)
   return model
@@ -45,7 +52,8 @@ def state_initializer(model, tx, example_shape, config):
                       batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
                       ema_params=params, lr_scale=jnp.ones((), jnp.float32),
                       plateau_best=jnp.full((), jnp.nan, jnp.float32),
-                      plateau_wait=jnp.zeros((), jnp.int32))
+                      plateau_wait=jnp.zeros((), jnp.int32),
+                      dynamic_scale=steps.initial_loss_scale(config.compute_dtype))
 
   return init
 
@@ -101,9 +109,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     value = config[section][name]
     if value and value not in EVAL_METRICS:
       raise ConfigError(f'config.{field}={value!r}: expected an eval metric, one of {EVAL_METRICS}.')
-  if config.model.name not in models.list_models():
-    raise ConfigError(f'config.model.name={config.model.name!r}: registered models are '
-                      f'{", ".join(models.list_models())}.')
+  if config.compute_dtype not in COMPUTE_DTYPES:
+    raise ConfigError(f'config.compute_dtype={config.compute_dtype!r}: expected one of '
+                      f'{COMPUTE_DTYPES}.')
+  # The model exists and every kwarg is one of its fields, of the right type.
+  models.resolve_kwargs(config.model.name, {}, dict(config.model.kwargs))
 
 
 def check_task(config: ml_collections.ConfigDict, model, source: sources.Source,
@@ -120,10 +130,15 @@ def check_task(config: ml_collections.ConfigDict, model, source: sources.Source,
     if config[section][name] == ('top5_accuracy' if dense else 'mean_iou'):
       raise ConfigError(f'config.{field}={config[section][name]!r} is not computed for {kind} '
                         f'labels; use {usable}.')
-  output = jax.eval_shape(functools.partial(model.init_with_output, train=False),
-                          jax.random.key(0), jax.ShapeDtypeStruct((1, *example_shape),
-                                                                  jnp.float32))[0]
-  native = models.input_shape(config.model.name)[:-1]
+  models.check_contract(config.model.name, model)
+  output, variables = jax.eval_shape(functools.partial(model.init_with_output, train=False),
+                                     jax.random.key(0),
+                                     jax.ShapeDtypeStruct((1, *example_shape), jnp.float32))
+  if isinstance(output, tuple):
+    output = output[0]
+  models.check_contract(config.model.name, model, batch_norm_across_devices=(
+      config.parallel.mode == 'pmap' and 'batch_stats' in variables))
+  native = (models.input_shape(config.model.name) or example_shape)[:-1]
   spatial = example_shape[:-1]
   if len(native) == len(spatial) and any(s * 4 <= n for s, n in zip(spatial, native)):
     logging.warning('%s is designed for inputs of %s; %s examples are %s, far smaller: its '
@@ -152,6 +167,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     CheckpointError: a save failed (full disk, permissions); training stops at once.
   """
   validate(config)
+  if '://' in workdir:
+    raise ConfigError(
+        f'--workdir={workdir}: the workdir must be a filesystem path that every process sees '
+        '(its lock, logs and config are plain files). Mount the bucket (gcsfuse --implicit-dirs '
+        'BUCKET /mnt/BUCKET, then --workdir=/mnt/BUCKET/run) or use a shared filesystem (NFS, '
+        'Filestore, Lustre).')
   with workdir_lib.claim(workdir):
     return _train(config, workdir)
 
@@ -194,6 +215,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                     'train, evaluating the restored model. Raise config.num_epochs (or '
                     'config.num_steps) to train further.', start_step, total_steps)
   workdir_lib.record(config, workdir, start_step, changed)
+  _log_start(config, workdir, model, state, example_shape, steps_per_epoch, total_steps, start_step)
 
   train_step = steps.make_train_step(model, tx, schedule, config, mesh,
                                      optim.kernel_constraint(config.optim))
@@ -285,6 +307,25 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       writer.close()
   _report(config, workdir, eval_metrics)
   return eval_metrics
+
+
+def _log_start(config, workdir: str, model, state: TrainState, example_shape: tuple,
+               steps_per_epoch: int, total_steps: int, start_step: int) -> None:
+  """What a run is about to do, in a few lines: a log read later says what ran where."""
+  devices = jax.devices()
+  params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
+  macs = arithmetic.summarize(model, (1, *example_shape), print_fn=None, train=False).total_macs
+  logging.info(
+      'Devices: %d x %s (%s) over %d process(es), %d local; parallel mode %r; batch %d global, '
+      '%d per device; compute dtype %s.', len(devices), devices[0].device_kind,
+      jax.default_backend(), jax.process_count(), jax.local_device_count(), config.parallel.mode,
+      config.batch_size, config.batch_size // len(devices), config.compute_dtype)
+  logging.info('Model %s: %s parameters, %s multiply-adds per %s example.', config.model.name,
+               f'{params:,}', f'{macs:,}', 'x'.join(map(str, example_shape)))
+  logging.info('Data %s: %d steps per epoch, %d steps in all; workdir %s, %s.', config.data.name,
+               steps_per_epoch, total_steps, os.path.abspath(workdir),
+               f'resumed at step {start_step}' if start_step else 'fresh start')
+  logging.info('Config: %s', config.to_json_best_effort(sort_keys=True))
 
 
 def _report(config, workdir: str, metrics: dict[str, float]) -> None:

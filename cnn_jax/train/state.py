@@ -19,6 +19,8 @@ class TrainState:
     lr_scale: learning-rate multiplier set by reduce-on-plateau (1.0 otherwise).
     plateau_best: best eval metric seen by reduce-on-plateau.
     plateau_wait: evaluations since ``plateau_best`` improved.
+    dynamic_scale: the float16 loss scale (`flax.training.dynamic_scale.DynamicScale`); None in
+      float32 and bfloat16, whose range needs none.
   """
   step: jax.Array
   params: Any
@@ -28,6 +30,7 @@ class TrainState:
   lr_scale: jax.Array
   plateau_best: jax.Array
   plateau_wait: jax.Array
+  dynamic_scale: Any = None
 
   def variables(self, use_ema: bool = False) -> dict:
     """The model's variables for ``model.apply``."""

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from flax.training.dynamic_scale import DynamicScale
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec
 
@@ -30,6 +31,20 @@ def _rngs(root: jax.Array, step: jax.Array, per_device: bool) -> dict:
     key = jax.random.fold_in(key, lax.axis_index(AXIS))
   # Named streams; the input augmentation has its own, seeded in the data pipeline.
   return {'dropout': jax.random.fold_in(key, 0), 'stochastic_depth': jax.random.fold_in(key, 1)}
+
+
+def initial_loss_scale(compute_dtype: str) -> DynamicScale | None:
+  """float16's dynamic loss scale (its gradients underflow without one); None otherwise."""
+  if compute_dtype != 'float16':
+    return None
+  return DynamicScale(fin_steps=jnp.zeros((), jnp.int32), scale=jnp.asarray(2.0**15, jnp.float32))
+
+
+def _float32_outputs(outputs) -> tuple:
+  """``(logits, *aux)`` in float32: the softmax and the loss keep full precision whatever the
+  compute dtype."""
+  outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+  return tuple(z.astype(jnp.float32) for z in outputs)
 
 
 def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule,
@@ -49,27 +64,47 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
                                      rngs=_rngs(root, state.step, per_device),
                                      mutable=['batch_stats'])
       # Auxiliary classifiers (GoogLeNet) return (logits, *aux_logits) in training.
-      logits, *aux = outputs if isinstance(outputs, tuple) else (outputs,)
+      logits, *aux = _float32_outputs(outputs)
       loss_of = lambda z: loss_fn(z, batch['label'], label_smoothing=config.label_smoothing).mean()
       loss = loss_of(logits) + config.aux_loss_weight * sum(loss_of(z) for z in aux)
-      return loss, (logits, updates.get('batch_stats', {}))
+      # The loss again as aux: float16's scaled one may overflow where the loss itself does not.
+      return loss, (loss, logits, updates.get('batch_stats', {}))
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    dynamic_scale = state.dynamic_scale
+    if dynamic_scale is None:
+      (_, (loss, logits, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(
+          state.params)
+      if per_device:
+        grads = lax.pmean(grads, AXIS)
+    else:
+      # Differentiates the scaled loss; returns the gradients unscaled (averaged over devices) and
+      # whether they are finite, i.e. whether to apply them.
+      dynamic_scale, finite, (_, (loss, logits, batch_stats)), grads = (
+          dynamic_scale.value_and_grad(objective, has_aux=True,
+                                       axis_name=AXIS if per_device else None)(state.params))
     accuracy = metrics.correct_top_k(logits, batch['label'], 1).mean()
     if per_device:
-      grads, loss, accuracy = lax.pmean((grads, loss, accuracy), AXIS)
+      loss, accuracy = lax.pmean((loss, accuracy), AXIS)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     updates = jax.tree_util.tree_map(lambda u: u * state.lr_scale, updates)
     if constraint is not None:
       updates, _ = constraint.update(updates, constraint.init(state.params), state.params)
     params = optax.apply_updates(state.params, updates)
+    if dynamic_scale is not None:
+      # An overflowed step changes nothing but the scale (halved) and the step count.
+      keep = lambda new, old: jax.tree_util.tree_map(
+          lambda n, o: jnp.where(finite, n, o), new, old)
+      params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+      batch_stats = keep(batch_stats, state.batch_stats)
     ema = (jax.tree_util.tree_map(lambda e, p: config.ema_decay * e + (1 - config.ema_decay) * p,
                                   state.ema_params, params) if config.ema_decay else params)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                              opt_state=opt_state, ema_params=ema)
+                              opt_state=opt_state, ema_params=ema, dynamic_scale=dynamic_scale)
     logs = {'loss': loss, 'accuracy': accuracy, 'grad_norm': optax.tree.norm(grads),
             'param_norm': optax.tree.norm(params),
             'learning_rate': schedule(state.step) * state.lr_scale}
+    if dynamic_scale is not None:
+      logs['loss_scale'] = dynamic_scale.scale
     return new_state, logs
 
   if per_device:
@@ -87,7 +122,7 @@ def make_eval_step(model, loss: str, mesh: Mesh, per_device: bool = False) -> Ca
   loss_fn = losses.CLASSIFICATION_LOSSES[loss]
 
   def step(variables: dict, batch: dict):
-    logits = model.apply(variables, batch['image'], train=False)
+    logits, *_ = _float32_outputs(model.apply(variables, batch['image'], train=False))
     mask = batch['mask']
     sums = {'loss': (loss_fn(logits, batch['label']) * mask).sum(),
             'accuracy': (metrics.correct_top_k(logits, batch['label'], 1) * mask).sum(),

@@ -68,6 +68,10 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, has_checkpoint
     changed = differences(json.load(f), _as_dict(config))
   changed.pop('resume', None)
   blocking = {k: v for k, v in changed.items() if k.startswith(STATE_FIELDS)}
+  # Only float16 keeps a loss scale in the state: its checkpoints and the others' differ in kind.
+  old, new = changed.get('compute_dtype', (None, None))
+  if (old == 'float16') != (new == 'float16'):
+    blocking['compute_dtype'] = (old, new)
   if blocking and has_checkpoints and config.resume != 'restart':
     listed = '; '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in blocking.items())
     raise ConfigError(
