@@ -1,18 +1,28 @@
-"""Throughput benchmarks with JSON output; ratios are against a reference measured in the same run.
+"""Throughput benchmarks with JSON output; every ratio is against a reference measured in the same
+run.
 
-  ./launch.sh bench                          # all benchmarks, JSON to stdout
-  ./launch.sh bench --out=bench.json --devices=2 --steps=10
+  ./launch.sh bench                                # everything, JSON to stdout
+  ./launch.sh bench --only=train_step --rounds=3 --out=bench.json
 
-* ``train_step``: examples/s and first-call (compile) seconds of the jitted train step, per model,
-  for one device (the reference) and for ``--devices`` forced host devices in the 'jit' and 'pmap'
-  modes. Each configuration runs in its own process, since the device count is fixed at start-up.
-* ``input_pipeline``: images/s of `pipeline.train_batches` (shuffle, augment, normalise, shard)
-  against raw random-access reads of the same TFDS source (the reference).
+* ``train_step``: cnn_jax's own jitted train step (examples/s, compile seconds, achieved FLOP/s
+  (XLA's cost analysis on CPUs; on GPUs, where it cannot see into cuDNN, the model's own count)
+  and its fraction of the same run's matmul peak, peak memory) against
+  a PyTorch eager twin of each model with the same parameter count (NCHW and channels_last; on
+  GPUs also bfloat16 autocast), at batch 128. Every configuration runs in its own process (device
+  counts and thread pools are fixed at start-up), all of them once per round, in turn; a
+  configuration's figure is its best round. ``ratio`` is cnn_jax's best over PyTorch's best at
+  the same precision.
+* ``input_pipeline``: for every shipped experiment whose data is prepared, the images/s that
+  `pipeline.train_batches` delivers against the images/s its train step consumes.
+* ``compile_cache``: seconds from launch to the end of a one-step run, with an empty persistent
+  compilation cache and then with the cache the first launch left.
 """
 
 import argparse
 import json
 import os
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -20,117 +30,318 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)  # experiments/ is imported from the checkout
+sys.path.insert(0, REPO)
 
-# pylint: disable=wrong-import-position
-import jax
-import numpy as np
-import psutil
-
-from cnn_jax.data import pipeline, sources
-from cnn_jax.train import loop, optim, parallel
-from cnn_jax.train import steps as train_steps
-from experiments import base, default
-# name: (registry name, model kwargs, input shape, batch size)
+# name: (registered model, kwargs, one example's shape, classes, batch, GPU only)
 MODELS = {
-    'simple_cnn': ('simple_cnn', {'widths': (32, 64)}, (8, 8, 1), 128),
-    'lenet5': ('lenet5', {}, (32, 32, 1), 128),
-    'resnet18_cifar': ('resnet18_cifar', {}, (32, 32, 3), 32),
+    'resnet18_cifar': ('resnet18_cifar', {}, (32, 32, 3), 10, 128, False),
+    'mobilenet_v1_x0.5': ('mobilenet_v1', {'width_multiplier': 0.5}, (64, 64, 3), 10, 128,
+                          False),
+    'lenet5': ('lenet5', {}, (32, 32, 1), 10, 128, False),
+    'resnet50': ('resnet50', {}, (224, 224, 3), 1000, 128, True),
 }
+EXPERIMENTS = ('default', 'mnist1d_cnn', 'mnist1d_resnet', 'mnist1d_wavenet', 'motifs_deepbind',
+               'shapes_unet', 'shapes_fcn', 'shapes_segnet', 'shapes_dilated', 'mnist_lenet5',
+               'cifar10_resnet18', 'imagenet_resnet50')
 
 
-def train_step_worker(name: str, mode: str, steps: int) -> dict:
-  """Runs in a child process whose device count was set through XLA_FLAGS at its start."""
+def _peak_memory_bytes(device=None) -> int:
+  if device is not None and device.platform != 'cpu':
+    return int(device.memory_stats().get('peak_bytes_in_use', 0))
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
-  registered, kwargs, shape, batch_size = MODELS[name]
+
+def jax_worker(name: str, devices: int, conv_impl: str, dtype: str, steps: int) -> dict:
+  """cnn_jax's train step, in a process whose host device count was set at its start."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from cnn_jax import arithmetic  # pylint: disable=g-import-not-at-top
+  from cnn_jax.layers.convolve import use  # pylint: disable=g-import-not-at-top
+  from cnn_jax.train import loop, optim, parallel  # pylint: disable=g-import-not-at-top
+  from cnn_jax.train import steps as train_steps  # pylint: disable=g-import-not-at-top
+  from experiments import base  # pylint: disable=g-import-not-at-top
+
+  registered, kwargs, shape, classes, batch_size, _ = MODELS[name]
   config = base.get_config()
-  config.model.name, config.parallel.mode, config.batch_size = registered, mode, batch_size
+  config.model.name, config.batch_size, config.compute_dtype = registered, batch_size, dtype
   config.model.kwargs.update(kwargs)
-  mesh = parallel.make_mesh()
+  mesh = parallel.make_mesh(jax.devices()[:devices])
   schedule = optim.learning_rate(config.optim, 100, 1000)
   tx = optim.create(config.optim, schedule)
-  model = loop.build_model(config, 10)
-  state = jax.jit(loop.state_initializer(model, tx, shape, config),
-                  out_shardings=parallel.replicated(mesh))()
-  step = train_steps.make_train_step(model, tx, schedule, config, mesh)
+  model = loop.build_model(config, classes)
   rng = np.random.default_rng(0)
   batch = jax.device_put({'image': rng.standard_normal((batch_size, *shape), np.float32),
-                          'label': rng.integers(0, 10, batch_size).astype(np.int32)},
+                          'label': rng.integers(0, classes, batch_size).astype(np.int32)},
                          parallel.batch_sharded(mesh))
-  start = time.perf_counter()
-  state, logs = step(state, batch)
+  with use(conv_impl):
+    state = jax.jit(loop.state_initializer(model, tx, shape, config),
+                    out_shardings=parallel.replicated(mesh))()
+    step = train_steps.make_train_step(model, tx, schedule, config, mesh)
+    start = time.perf_counter()
+    compiled = step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  state, logs = compiled(state, batch)
   jax.block_until_ready(logs)
-  first_call = time.perf_counter() - start
   times = []
   for _ in range(steps):
     start = time.perf_counter()
-    state, logs = step(state, batch)
+    state, logs = compiled(state, batch)
     jax.block_until_ready(logs)  # one step at a time: also avoids the CPU collective trap
     times.append(time.perf_counter() - start)
-  median = statistics.median(times)
-  return {'model': name, 'mode': mode, 'devices': jax.device_count(), 'batch_size': batch_size,
-          'first_call_s': round(first_call, 3), 'step_s_median': round(median, 5),
-          'examples_per_s': round(batch_size / median, 1)}
+  step_s = statistics.median(times)
+  # XLA's count is of one device's program, which every device runs; it cannot see inside
+  # library calls (cuDNN convolutions on GPUs), so the model's own count is given too: a
+  # training step is three forward passes' worth of multiply-adds, two FLOPs each.
+  xla_flops = float(cost.get('flops', 0.0)) * devices
+  model_flops = 6 * batch_size * arithmetic.summarize(model, (1, *shape), print_fn=None).total_macs
+  flops = xla_flops if jax.default_backend() == 'cpu' else model_flops
+  return {'framework': 'cnn_jax', 'devices': devices, 'conv_impl': conv_impl, 'dtype': dtype,
+          'params': sum(x.size for x in jax.tree_util.tree_leaves(state.params)),
+          'compile_s': round(compile_s, 2), 'step_s': round(step_s, 5),
+          'examples_per_s': round(batch_size / step_s, 1), 'xla_flops_per_step': xla_flops,
+          'model_flops_per_step': model_flops, 'achieved_gflops': round(flops / step_s / 1e9, 1),
+          'peak_memory_mib': round(_peak_memory_bytes(jax.devices()[0]) / 2**20)}
 
 
-def train_step_benchmarks(devices: int, steps: int) -> list[dict]:
+def torch_worker(name: str, layout: str, amp: str, steps: int) -> dict:
+  """The PyTorch eager twin's train step."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_twins  # pylint: disable=g-import-not-at-top
+
+  registered, kwargs, shape, classes, batch_size, _ = MODELS[name]
+  cuda = torch.cuda.is_available()
+  device = torch.device('cuda' if cuda else 'cpu')
+  torch.set_num_threads(os.cpu_count())
+  model = torch_twins.TWINS[registered](classes, **kwargs).to(device)
+  memory_format = torch.channels_last if layout == 'channels_last' else torch.contiguous_format
+  model = model.to(memory_format=memory_format)
+  optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+  generator = torch.Generator().manual_seed(0)
+  images = torch.randn(batch_size, shape[-1], *shape[:-1], generator=generator).to(
+      device, memory_format=memory_format)
+  labels = torch.randint(0, classes, (batch_size,), generator=generator).to(device)
+
+  def step():
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == 'bfloat16'):
+      loss = torch.nn.functional.cross_entropy(model(images), labels)
+    loss.backward()
+    optimizer.step()
+    if cuda:
+      torch.cuda.synchronize()
+
+  for _ in range(2):
+    step()
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - start)
+  step_s = statistics.median(times)
+  memory = torch.cuda.max_memory_allocated() if cuda else _peak_memory_bytes()
+  return {'framework': 'torch', 'layout': layout, 'dtype': amp, 'threads': torch.get_num_threads(),
+          'params': torch_twins.parameter_count(model), 'step_s': round(step_s, 5),
+          'examples_per_s': round(batch_size / step_s, 1),
+          'peak_memory_mib': round(memory / 2**20)}
+
+
+def peak_worker() -> dict:
+  """The matrix-product rate this machine reaches through XLA: the ceiling for FLOP/s."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  size = 2048 if jax.default_backend() == 'cpu' else 8192
+  results = {}
+  for dtype in ('float32',) if jax.default_backend() == 'cpu' else ('float32', 'bfloat16'):
+    a = jax.random.normal(jax.random.key(0), (size, size), dtype)
+    product = jax.jit(lambda a, b: a @ b)
+    jax.block_until_ready(product(a, a))
+    times = []
+    for _ in range(10):
+      start = time.perf_counter()
+      jax.block_until_ready(product(a, a))
+      times.append(time.perf_counter() - start)
+    results[dtype] = round(2 * size**3 / statistics.median(times) / 1e9, 1)
+  return {'matmul_size': size, 'matmul_gflops': results}
+
+
+def _spawn(args: list[str], devices: int = 1) -> dict:
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get('PYTHONPATH')])))
+  env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
+                      f' --xla_force_host_platform_device_count={devices}').strip()
+  out = subprocess.run([sys.executable, __file__, '--worker', *args], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=1800)
+  if out.returncode:
+    raise RuntimeError(f'worker {args} failed:\n{out.stderr[-3000:]}')
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _configurations(name: str, gpu: bool, devices: int) -> list[tuple[list[str], int]]:
+  """(worker arguments, host devices) of every configuration of one model."""
+  if gpu:
+    jax_runs = [(['jax', name, '1', 'auto', dtype], 1) for dtype in ('float32', 'bfloat16')]
+    torch_runs = [(['torch', name, 'nchw', 'float32'], 1),
+                  (['torch', name, 'channels_last', 'float32'], 1),
+                  (['torch', name, 'channels_last', 'bfloat16'], 1)]
+  else:
+    jax_runs = [(['jax', name, '1', 'xla', 'float32'], 1),
+                (['jax', name, '1', 'auto', 'float32'], 1),
+                (['jax', name, str(devices), 'auto', 'float32'], devices)]
+    torch_runs = [(['torch', name, 'nchw', 'float32'], 1),
+                  (['torch', name, 'channels_last', 'float32'], 1)]
+  return jax_runs + torch_runs
+
+
+def train_step_benchmarks(models: list[str], rounds: int, steps: int, devices: int, gpu: bool,
+                          peak: dict) -> list[dict]:
   rows = []
-  for name in MODELS:
-    runs = [('jit', 1), ('jit', devices), ('pmap', devices)]
-    results = []
-    for mode, count in runs:
-      env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={count}')
-      out = subprocess.run([sys.executable, __file__, '--worker', name, mode, str(steps)],
-                           cwd=REPO, env=env, capture_output=True, text=True, check=True)
-      results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    reference = results[0]['examples_per_s']
-    for result in results:
-      result['speedup_vs_one_device'] = round(result['examples_per_s'] / reference, 3)
-    rows.extend(results)
+  for name in models:
+    configurations = _configurations(name, gpu, devices)
+    best: dict[int, dict] = {}
+    for _ in range(rounds):  # every configuration once per round, in turn
+      for index, (args, count) in enumerate(configurations):
+        result = _spawn([*args, str(steps)], count)
+        if index not in best or result['examples_per_s'] > best[index]['examples_per_s']:
+          best[index] = result
+    results = [best[i] for i in range(len(configurations))]
+    counts = {r['params'] for r in results}
+    if len(counts) != 1:
+      raise RuntimeError(f'{name}: the twins differ in parameter count: {results}')
+    ratios = {}
+    for dtype in sorted({r['dtype'] for r in results}):
+      ours = [r for r in results if r['framework'] == 'cnn_jax' and r['dtype'] == dtype]
+      theirs = [r for r in results if r['framework'] == 'torch' and r['dtype'] == dtype]
+      if ours and theirs:
+        ratios[dtype] = round(max(r['examples_per_s'] for r in ours) /
+                              max(r['examples_per_s'] for r in theirs), 3)
+    for r in results:
+      if r['framework'] == 'cnn_jax':
+        ceiling = peak['matmul_gflops'].get(r['dtype'])
+        r['fraction_of_matmul_peak'] = round(r['achieved_gflops'] / ceiling, 3) if ceiling else None
+    rows.append({'model': name, 'batch_size': MODELS[name][4], 'params': counts.pop(),
+                 'ratio_best_to_best': ratios, 'runs': results})
   return rows
 
 
-def input_pipeline_benchmark(batches: int) -> dict:
+def pipeline_worker(experiment: str, batches: int) -> dict:
+  """One experiment's input pipeline against its own train step, on the default devices."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from cnn_jax.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  from cnn_jax.train import loop, optim, parallel  # pylint: disable=g-import-not-at-top
+  from cnn_jax.train import steps as train_steps  # pylint: disable=g-import-not-at-top
 
-  config = default.get_config()
-  config.batch_size = 128
-  with tempfile.TemporaryDirectory() as data_dir:
-    source = sources.load('digits', 'train', data_dir)
+  config = importlib.import_module(f'experiments.{experiment}').get_config()
+  try:
+    source = sources.load(config.data.name, config.data.train_split, config.data.data_dir)
+  except FileNotFoundError:
+    return {'experiment': experiment, 'skipped': f'{config.data.name} is not prepared here'}
+  mesh = parallel.make_mesh()
+  shape = pipeline.source_shape(source, config.data)
+  stream = pipeline.train_batches(source, config, mesh)
+  batch = next(stream)
+  jax.block_until_ready(batch)
+  start = time.perf_counter()
+  for _ in range(batches):
+    jax.block_until_ready(next(stream))
+  pipeline_rate = batches * config.batch_size / (time.perf_counter() - start)
+  schedule = optim.learning_rate(config.optim, 100, 1000)
+  tx = optim.create(config.optim, schedule)
+  model = loop.build_model(config, source.num_classes)
+  state = jax.jit(loop.state_initializer(model, tx, shape, config),
+                  out_shardings=parallel.replicated(mesh))()
+  with loop.conv_impl(config.conv_impl):
+    step = train_steps.make_train_step(model, tx, schedule, config, mesh).lower(
+        state, batch).compile()
+  state, logs = step(state, batch)
+  jax.block_until_ready(logs)
+  times = []
+  for _ in range(5):
     start = time.perf_counter()
-    raw = 0
-    while raw < batches * config.batch_size:
-      np.stack([source.records[i % len(source)]['image'] for i in range(raw, raw + 128)])
-      raw += 128
-    raw_rate = raw / (time.perf_counter() - start)
-    stream = pipeline.train_batches(source, config, parallel.make_mesh())
-    jax.block_until_ready(next(stream))  # threads started, first batch ready
-    start = time.perf_counter()
-    for _ in range(batches):
-      jax.block_until_ready(next(stream))
-    rate = batches * config.batch_size / (time.perf_counter() - start)
-  return {'dataset': 'digits', 'batch_size': config.batch_size, 'raw_read_images_per_s': round(raw_rate),
-          'pipeline_images_per_s': round(rate), 'pipeline_vs_raw_read': round(rate / raw_rate, 3)}
+    state, logs = step(state, batch)
+    jax.block_until_ready(logs)
+    times.append(time.perf_counter() - start)
+  step_rate = config.batch_size / statistics.median(times)
+  return {'experiment': experiment, 'batch_size': config.batch_size,
+          'pipeline_images_per_s': round(pipeline_rate), 'step_images_per_s': round(step_rate),
+          'pipeline_over_step': round(pipeline_rate / step_rate, 2)}
+
+
+def compile_cache_benchmark(experiment: str) -> dict:
+  """A one-step run launched twice: with an empty compilation cache, then with the one the
+  first launch filled."""
+  cache = tempfile.mkdtemp(prefix='cnn_jax-cache-')
+  seconds = []
+  try:
+    for _ in range(2):
+      workdir = tempfile.mkdtemp(prefix='cnn_jax-bench-')
+      env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache)
+      start = time.perf_counter()
+      subprocess.run([sys.executable, '-m', 'cnn_jax.main', f'--config={experiment}',
+                      f'--workdir={workdir}', '--config.num_steps=1'], cwd=REPO, env=env,
+                     check=True, capture_output=True, timeout=1800)
+      seconds.append(time.perf_counter() - start)
+      shutil.rmtree(workdir)
+  finally:
+    shutil.rmtree(cache)
+  return {'experiment': experiment, 'cold_s': round(seconds[0], 1),
+          'warm_s': round(seconds[1], 1), 'speedup': round(seconds[0] / seconds[1], 2)}
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--devices', type=int, default=2, help='forced host devices to compare')
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
+  parser.add_argument('--only', choices=('train_step', 'input_pipeline', 'compile_cache'),
+                      action='append', help='run only these benchmarks (repeatable)')
+  parser.add_argument('--models', default=None,
+                      help='comma-separated train_step models (default: all for the platform)')
+  parser.add_argument('--devices', type=int, default=os.cpu_count(),
+                      help='host devices of the multi-device CPU configuration')
+  parser.add_argument('--rounds', type=int, default=2, help='rounds over the configurations')
   parser.add_argument('--steps', type=int, default=5, help='timed train steps per configuration')
   parser.add_argument('--batches', type=int, default=50, help='timed input-pipeline batches')
   parser.add_argument('--out', help='also write the JSON here')
-  parser.add_argument('--worker', nargs=3, help=argparse.SUPPRESS)
+  parser.add_argument('--worker', nargs='+', help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.worker:
-    name, mode, steps = args.worker
-    print(json.dumps(train_step_worker(name, mode, int(steps))))
+    kind, *rest = args.worker
+    if kind == 'jax':
+      result = jax_worker(rest[0], int(rest[1]), rest[2], rest[3], int(rest[4]))
+    elif kind == 'torch':
+      result = torch_worker(rest[0], rest[1], rest[2], int(rest[3]))
+    elif kind == 'pipeline':
+      result = pipeline_worker(rest[0], int(rest[1]))
+    else:
+      result = peak_worker()
+    print(json.dumps(result))
     return
-  report = {
-      'machine': {'backend': jax.default_backend(), 'cpu_count': psutil.cpu_count(),
-                  'memory_gib': round(psutil.virtual_memory().total / 2**30, 1),
-                  'jax': jax.__version__},
-      'train_step': train_step_benchmarks(args.devices, args.steps),
-      'input_pipeline': input_pipeline_benchmark(args.batches),
-  }
+
+  import jax  # pylint: disable=g-import-not-at-top
+  import platform  # pylint: disable=g-import-not-at-top
+  only = set(args.only or ('train_step', 'input_pipeline', 'compile_cache'))
+  gpu = jax.default_backend() == 'gpu'
+  peak = _spawn(['peak'])
+  report = {'date': time.strftime('%Y-%m-%d'),
+            'machine': {'backend': jax.default_backend(), 'device': jax.devices()[0].device_kind,
+                        'cpu': platform.processor() or platform.machine(),
+                        'cpu_count': os.cpu_count(), 'jax': jax.__version__,
+                        'python': platform.python_version(), **peak}}
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    report['machine']['torch'] = torch.__version__
+  except ImportError:
+    raise SystemExit('The train_step benchmark needs PyTorch: ./launch.sh bench installs the '
+                     '[bench] extra.') from None
+  if 'train_step' in only:
+    models = args.models.split(',') if args.models else [
+        name for name, spec in MODELS.items() if gpu or not spec[5]]
+    report['train_step'] = train_step_benchmarks(models, args.rounds, args.steps, args.devices,
+                                                 gpu, peak)
+  if 'input_pipeline' in only:
+    report['input_pipeline'] = [_spawn(['pipeline', name, str(args.batches)])
+                                for name in EXPERIMENTS]
+  if 'compile_cache' in only:
+    report['compile_cache'] = [compile_cache_benchmark(name) for name in ('default', 'shapes_fcn')]
   text = json.dumps(report, indent=2)
   print(text)
   if args.out:

@@ -448,8 +448,10 @@ class _Tracer:
     name = eqn.primitive.name
     if name.startswith('reduce_window'):
       return {'reduce_window_max': 'max_pool', 'reduce_window_sum': 'avg_pool'}.get(name, 'pool')
+    if name not in ('reduce_max', 'reduce_sum'):
+      return None
     rank = len(getattr(eqn.invars[0].aval, 'shape', ()))
-    if (name in ('reduce_max', 'reduce_sum') and rank == self.rank + 2 and
+    if (rank == self.rank + 2 and
         tuple(eqn.params['axes']) == tuple(range(1, self.rank + 1))):
       return 'global_max_pool' if name == 'reduce_max' else 'global_avg_pool'
     return None
@@ -501,7 +503,10 @@ def _trace(model, input_shape: Sequence[int], dtype: Any, call_kwargs: dict):
     with nn.intercept_methods(record):
       return model.apply(variables, x, rngs=rngs, mutable=mutable, **call_kwargs)
 
-  closed = jax.make_jaxpr(forward)(variables, x)
+  # Native convolutions: the trace shows the maths (kernels, strides), not the form computing it.
+  from cnn_jax.layers.convolve import use  # pylint: disable=g-import-not-at-top (layers use us)
+  with use('xla'):
+    closed = jax.make_jaxpr(forward)(variables, x)
   tracer = _Tracer(len(input_shape) - 2)
   tracer.fields[closed.jaxpr.invars[-1]] = Field.identity(len(input_shape) - 2)
   tracer.walk(closed.jaxpr, ())

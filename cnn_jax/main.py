@@ -14,6 +14,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from cnn_jax import host
 from cnn_jax.errors import ConfigError
 
 DEFAULT_CONFIG = 'default'
@@ -102,8 +103,12 @@ def parse_flags(argv: list[str]) -> list[str]:
     argv = [argv[0], f'--config={DEFAULT_CONFIG}', *argv[1:]]
   argv = [f'--config={_config_path(a[len("--config="):])}' if a.startswith('--config=') else a
           for a in argv]
-  # ml_collections finds the overrides in sys.argv itself: the model's fields must leave both.
-  argv = sys.argv = _take_model_overrides(argv)
+  # ml_collections finds the overrides in sys.argv itself: the model's fields must leave both,
+  # and so must all but the last of a field given twice (absl would join two tuples into one).
+  argv = _take_model_overrides(argv)
+  last = {a.partition('=')[0]: i for i, a in enumerate(argv) if a.startswith('--config.')}
+  argv = sys.argv = [a for i, a in enumerate(argv)
+                     if not a.startswith('--config.') or last[a.partition('=')[0]] == i]
   try:
     return flags.FLAGS(argv)
   except (AttributeError, KeyError) as error:
@@ -118,6 +123,8 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments {argv[1:]}; flags are --config, --workdir, '
                          '--config.<field>=<value> and the multi-host flags.')
+  config = _CONFIG.value
+  host.configure([config.batch_size, config.eval_batch_size])  # before JAX starts
   # pylint: disable-next=g-import-not-at-top
   from cnn_jax.train import checkpoint, loop, workdir as workdir_lib
   # Orbax's per-save INFO chatter stays out of the training log; its warnings still show.
@@ -125,7 +132,6 @@ def main(argv) -> None:
   config_path = config_flags.get_config_filename(flags.FLAGS['config'])
   name = os.path.splitext(os.path.basename(config_path))[0]
   workdir = _WORKDIR.value or os.path.join('runs', f'{name}-{time.strftime("%Y%m%d-%H%M%S")}')
-  config = _CONFIG.value
   try:
     resolve_model_fields(config, _model_overrides)
     if _PRINT_CONFIG.value:

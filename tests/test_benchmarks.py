@@ -5,12 +5,19 @@ import os
 import subprocess
 import sys
 
+from cnn_jax import arithmetic, models
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_train_step_worker_reports_json():
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
-  out = subprocess.run([sys.executable, 'benchmarks/run.py', '--worker', 'simple_cnn', 'pmap', '2'],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=True)
+  out = subprocess.run([sys.executable, 'benchmarks/run.py', '--worker', 'jax', 'lenet5', '2',
+                        'auto', 'float32', '2'], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300, check=True)
   row = json.loads(out.stdout.strip().splitlines()[-1])
-  assert row['devices'] == 2 and row['mode'] == 'pmap' and row['examples_per_s'] > 0
+  assert row['devices'] == 2 and row['conv_impl'] == 'auto' and row['examples_per_s'] > 0
+  assert row['params'] == 61_706 and row['compile_s'] > 0 and row['peak_memory_mib'] > 0
+  macs = arithmetic.summarize(models.get_model('lenet5'), (1, 32, 32, 1), print_fn=None).total_macs
+  assert row['model_flops_per_step'] == 6 * 128 * macs
+  assert row['xla_flops_per_step'] > 0 and row['achieved_gflops'] > 0

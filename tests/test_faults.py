@@ -25,7 +25,6 @@ from tests.test_train import REPO, digits_config, final_params
 
 
 def _command(workdir, data_dir, steps, *extra, widths='(8, 16)'):
-  # Given once: absl joins the values of a tuple field given twice.
   return [sys.executable, '-m', 'cnn_jax.main', f'--workdir={workdir}',
           f'--config.data.data_dir={data_dir}', f'--config.num_steps={steps}',
           f'--config.model.kwargs.widths={widths}', '--config.log_every=10',

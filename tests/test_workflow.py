@@ -171,9 +171,11 @@ def test_own_model_from_outside_the_checkout_trains_with_one_command(my_nets, tm
 def test_any_model_field_is_a_flag_with_its_type():
   printed = _printed_config(_cli('--config.model.kwargs.dropout=0.1',
                                  '--config.model.kwargs.widths=(8,16)',
-                                 '--config.model.kwargs.widths=4,8', '--print_config'))
+                                 '--config.model.kwargs.widths=4,8', '--config.data.mean=(0.1,)',
+                                 '--config.data.mean=(0.2,)', '--print_config'))
   assert printed['model.kwargs.dropout'] == '0.1'
   assert printed['model.kwargs.widths'] == '[4, 8]'  # the last one given wins
+  assert printed['data.mean'] == '[0.2]'
   typed = models.resolve_kwargs('simple_cnn', {}, {'dropout': 0, 'widths': [4]})[0]
   assert typed == {'dropout': 0.0, 'widths': (4,)} and isinstance(typed['dropout'], float)
   result = _cli('--config.model.kwargs.dropuot=0.1', '--print_config')
@@ -253,8 +255,9 @@ def test_mixed_precision_computes_in_half_and_keeps_float32_state_and_loss(compu
   assert logs['loss'].dtype == jnp.float32
   text = step.lower(state, batch).as_text()
   short = {'bfloat16': 'bf16', 'float16': 'f16'}[compute_dtype]
-  convolutions = re.findall(r'stablehlo.convolution.*', text)
-  assert convolutions and all(f'x{short}>' in c for c in convolutions)
+  # Every convolution, whatever its form (native, or the matrix products of 'matmul' on CPUs).
+  products = re.findall(r'stablehlo.(?:convolution|dot_general).*', text)
+  assert products and all(f'x{short}>' in c for c in products)
   # The softmax cross-entropy: its log-sum-exp runs on float32 logits.
   assert re.search(r'stablehlo.exponential .*tensor<32x10xf32>', text)
   assert ('loss_scale' in logs) == (compute_dtype == 'float16')

@@ -61,8 +61,48 @@ def _augment(batch: dict, rng: np.random.Generator, config: ml_collections.Confi
   return {**batch, 'image': x}
 
 
+# A split up to this size is decoded once and served from memory: decoding a record costs far
+# more than a small image's share of a train step.
+IN_MEMORY_BYTES = 512 * 2**20
+
+
+class _Columns:
+  """A decoded split as arrays, indexed like the records they came from."""
+
+  def __init__(self, columns: dict[str, np.ndarray]):
+    self.columns = columns
+
+  def __len__(self) -> int:
+    return len(self.columns['label'])
+
+  def __getitem__(self, index: int) -> dict:
+    return {name: column[index] for name, column in self.columns.items()}
+
+
+# The last few splits decoded, by their records' identity (records are not hashable); each entry
+# holds the records too, so the identity stays theirs. A run evaluates the same split many times.
+_decoded_splits: dict[int, tuple[object, '_Columns | None']] = {}
+
+
+def _decoded(source: Source) -> _Columns | None:
+  """The split in memory, if its shape is fixed and it fits in `IN_MEMORY_BYTES`."""
+  key = id(source.records)
+  if key not in _decoded_splits:
+    columns = None
+    fits = None not in source.example_shape and len(source) * (
+        np.prod(source.example_shape) + 4 * np.prod(source.label_shape)) <= IN_MEMORY_BYTES
+    if fits:
+      examples = [source.records[i] for i in range(len(source))]
+      columns = _Columns({name: np.stack([np.asarray(e[name]) for e in examples])
+                          for name in ('image', 'label')})
+    if len(_decoded_splits) >= 4:
+      del _decoded_splits[next(iter(_decoded_splits))]
+    _decoded_splits[key] = (source.records, columns)
+  return _decoded_splits[key][1]
+
+
 def _examples(source: Source, config: ml_collections.ConfigDict) -> grain.MapDataset:
-  dataset = grain.MapDataset.source(source.records)
+  dataset = grain.MapDataset.source(_decoded(source) or source.records)
   if None in source.example_shape:
     dataset = dataset.map(functools.partial(_resize, size=config.image_size))
   return dataset

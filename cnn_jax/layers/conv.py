@@ -54,7 +54,7 @@ def _conv(module: nn.Module, x: jax.Array, features: int, groups: int,
   if flip_kernel:
     kernel = jnp.flip(kernel, axis=tuple(range(rank)))
   y = convolve(x, kernel, strides=strides, padding=geometry.padding, kernel_dilation=dilation,
-               feature_group_count=groups, precision=module.precision)
+               feature_group_count=groups, precision=module.precision, impl=module.conv_impl)
   return y if bias is None else y + bias
 
 
@@ -76,6 +76,8 @@ class Conv(nn.Module):
     precision: XLA precision of the convolution.
     kernel_init: kernel initializer, shape [*kernel_size, C/groups, features].
     bias_init: bias initializer.
+    conv_impl: how to compute it, 'auto' | 'xla' | 'matmul' (see `cnn_jax.layers.convolve`);
+      None: the form in force where the model is traced (``config.conv_impl`` in training).
   """
   features: int
   kernel_size: IntOrSeq
@@ -90,6 +92,7 @@ class Conv(nn.Module):
   precision: Any = None
   kernel_init: Initializer = nn.initializers.lecun_normal()
   bias_init: Initializer = nn.initializers.zeros
+  conv_impl: str | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -114,6 +117,7 @@ class DepthwiseConv(nn.Module):
   precision: Any = None
   kernel_init: Initializer = nn.initializers.lecun_normal()
   bias_init: Initializer = nn.initializers.zeros
+  conv_impl: str | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:

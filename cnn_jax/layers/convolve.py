@@ -1,13 +1,51 @@
 """The one function through which every convolution module in `cnn_jax.layers` computes.
 
-Modules resolve their arguments (kernel shapes, explicit padding) and call `convolve`; another
-implementation of the same maths (e.g. an im2col matmul, faster on CPU) replaces this function alone.
+Modules resolve their arguments (kernel shapes, explicit padding) and call `convolve`, which
+computes the same maths in one of several forms:
+
+* ``'xla'``: XLA's native convolution (cuDNN on GPUs, the MXU on TPUs).
+* ``'matmul'``: convolution as matrix multiplication, the notes' Toeplitz / im2col view: the input
+  windows of every kernel tap side by side ("patches"), times the kernel as a matrix; a 1x1 kernel
+  is a plain matrix product; a depthwise kernel, whose channels never mix, is a sum of shifted
+  copies of the input scaled per channel. On CPUs these run on XLA's multi-threaded matrix
+  product and fused element-wise loops, where its native convolution uses one core (and its
+  grouped convolution is slower still). Transposed and partially grouped convolutions stay 'xla'.
+* ``'auto'`` (default): 'matmul' on CPUs, 'xla' on GPUs and TPUs.
+
+The form is chosen per call (``convolve(..., impl=)``, the ``conv_impl`` field of `Conv` and
+`DepthwiseConv`) or for everything traced inside ``with convolve.use(impl):`` (the training loop
+uses ``config.conv_impl``). It is read when a function is traced: a function jitted under one form
+keeps it.
 """
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+import itertools
+import math
+from collections.abc import Iterator, Sequence
 
 import jax
+import jax.numpy as jnp
 from jax import lax
+
+IMPLS = ('auto', 'xla', 'matmul')
+_default = contextvars.ContextVar('conv_impl', default='auto')
+
+
+@contextlib.contextmanager
+def use(impl: str) -> Iterator[None]:
+  """Makes ``impl`` the form of every `convolve` traced inside the block (per-call ones win)."""
+  _check(impl)
+  token = _default.set(impl)
+  try:
+    yield
+  finally:
+    _default.reset(token)
+
+
+def _check(impl: str) -> None:
+  if impl not in IMPLS:
+    raise ValueError(f'conv_impl={impl!r}: expected one of {IMPLS}.')
 
 
 def _dimension_numbers(rank: int) -> lax.ConvDimensionNumbers:
@@ -18,10 +56,39 @@ def _dimension_numbers(rank: int) -> lax.ConvDimensionNumbers:
                                   out_spec=(0, rank + 1) + spatial)
 
 
+def form(impl: str, kernel_shape: Sequence[int], feature_group_count: int = 1,
+         input_dilation: Sequence[int] | None = None, platform: str | None = None) -> str:
+  """Which computation `convolve` runs: 'xla', 'dense' (1x1), 'patches' (im2col) or 'shifts'
+  (depthwise)."""
+  _check(impl)
+  if impl == 'auto':
+    impl = 'matmul' if (platform or jax.default_backend()) == 'cpu' else 'xla'
+  if impl == 'xla' or (input_dilation and any(d > 1 for d in input_dilation)):
+    return 'xla'
+  *window, per_group, features = kernel_shape
+  if feature_group_count == 1:
+    return 'dense' if math.prod(window) == 1 else 'patches'
+  if per_group == 1 and features == feature_group_count:
+    return 'shifts'
+  return 'xla'
+
+
+def _windows(x: jax.Array, window: Sequence[int], strides: Sequence[int],
+             dilation: Sequence[int]) -> Iterator[jax.Array]:
+  """For every kernel tap (row-major over ``window``), the input values it meets at each output
+  position: [N, *S_out, C]. ``x`` is already padded."""
+  n, *size, c = x.shape
+  out = [(s - d * (k - 1) - 1) // st + 1 for s, k, st, d in zip(size, window, strides, dilation)]
+  for tap in itertools.product(*(range(k) for k in window)):
+    start = [t * d for t, d in zip(tap, dilation)]
+    limit = [b + (o - 1) * st + 1 for b, o, st in zip(start, out, strides)]
+    yield lax.slice(x, (0, *start, 0), (n, *limit, c), (1, *strides, 1))
+
+
 def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
              padding: Sequence[tuple[int, int]], kernel_dilation: Sequence[int],
              input_dilation: Sequence[int] | None = None, feature_group_count: int = 1,
-             precision: lax.PrecisionLike = None) -> jax.Array:
+             precision: lax.PrecisionLike = None, impl: str | None = None) -> jax.Array:
   """Cross-correlates ``x`` [N, *S, C] with ``kernel`` [*K, C/groups, F] -> [N, *S', F].
 
   Args:
@@ -33,10 +100,23 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
     input_dilation: spacing inserted between input elements (transposed convolution), default 1.
     feature_group_count: number of channel groups (C for a depthwise convolution).
     precision: passed to XLA.
+    impl: 'auto', 'xla' or 'matmul' (see the module docstring); default: the one in `use`.
   """
   rank = kernel.ndim - 2
-  return lax.conv_general_dilated(
-      x, kernel, window_strides=tuple(strides), padding=tuple(padding),
-      lhs_dilation=tuple(input_dilation) if input_dilation else None,
-      rhs_dilation=tuple(kernel_dilation), dimension_numbers=_dimension_numbers(rank),
-      feature_group_count=feature_group_count, precision=precision)
+  computation = form(impl or _default.get(), kernel.shape, feature_group_count, input_dilation)
+  if computation == 'xla':
+    return lax.conv_general_dilated(
+        x, kernel, window_strides=tuple(strides), padding=tuple(padding),
+        lhs_dilation=tuple(input_dilation) if input_dilation else None,
+        rhs_dilation=tuple(kernel_dilation), dimension_numbers=_dimension_numbers(rank),
+        feature_group_count=feature_group_count, precision=precision)
+  zero = jnp.zeros((), x.dtype)
+  x = lax.pad(x, zero, ((0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)))
+  window = kernel.shape[:rank]
+  taps = list(_windows(x, window, strides, kernel_dilation))
+  if computation == 'shifts':
+    per_tap = kernel.reshape(-1, kernel.shape[-1])
+    return sum(tap * per_tap[i] for i, tap in enumerate(taps))
+  patches = taps[0] if computation == 'dense' else jnp.concatenate(taps, axis=-1)
+  matrix = kernel.reshape(-1, kernel.shape[-1])
+  return lax.dot_general(patches, matrix, (((rank + 1,), (0,)), ((), ())), precision=precision)

@@ -17,6 +17,8 @@ from absl import logging
 from cnn_jax import arithmetic, models
 from cnn_jax.data import pipeline, sources
 from cnn_jax.errors import ConfigError
+from cnn_jax.layers.convolve import IMPLS as CONV_IMPLS
+from cnn_jax.layers.convolve import use as conv_impl
 from cnn_jax.train import checkpoint, optim, parallel, preemption, steps
 from cnn_jax.train import workdir as workdir_lib
 from cnn_jax.train.losses import CLASSIFICATION_LOSSES
@@ -109,6 +111,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     value = config[section][name]
     if value and value not in EVAL_METRICS:
       raise ConfigError(f'config.{field}={value!r}: expected an eval metric, one of {EVAL_METRICS}.')
+  if config.conv_impl not in CONV_IMPLS:
+    raise ConfigError(f'config.conv_impl={config.conv_impl!r}: expected one of {CONV_IMPLS}.')
   if config.compute_dtype not in COMPUTE_DTYPES:
     raise ConfigError(f'config.compute_dtype={config.compute_dtype!r}: expected one of '
                       f'{COMPUTE_DTYPES}.')
@@ -173,7 +177,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         '(its lock, logs and config are plain files). Mount the bucket (gcsfuse --implicit-dirs '
         'BUCKET /mnt/BUCKET, then --workdir=/mnt/BUCKET/run) or use a shared filesystem (NFS, '
         'Filestore, Lustre).')
-  with workdir_lib.claim(workdir):
+  # Every step is traced inside: the convolutions compute in the configured form.
+  with workdir_lib.claim(workdir), conv_impl(config.conv_impl):
     return _train(config, workdir)
 
 
@@ -317,9 +322,10 @@ def _log_start(config, workdir: str, model, state: TrainState, example_shape: tu
   macs = arithmetic.summarize(model, (1, *example_shape), print_fn=None, train=False).total_macs
   logging.info(
       'Devices: %d x %s (%s) over %d process(es), %d local; parallel mode %r; batch %d global, '
-      '%d per device; compute dtype %s.', len(devices), devices[0].device_kind,
+      '%d per device; compute dtype %s; convolutions %s.', len(devices), devices[0].device_kind,
       jax.default_backend(), jax.process_count(), jax.local_device_count(), config.parallel.mode,
-      config.batch_size, config.batch_size // len(devices), config.compute_dtype)
+      config.batch_size, config.batch_size // len(devices), config.compute_dtype,
+      config.conv_impl)
   logging.info('Model %s: %s parameters, %s multiply-adds per %s example.', config.model.name,
                f'{params:,}', f'{macs:,}', 'x'.join(map(str, example_shape)))
   logging.info('Data %s: %d steps per epoch, %d steps in all; workdir %s, %s.', config.data.name,
