@@ -4,7 +4,7 @@
   ./launch.sh --config=experiments/default.py --workdir=runs/digits
 
 Expected: >= 98% test accuracy on the 400 held-out digits at the final step, 840 (98.75% with seed 0,
-98.50% with seed 1), in about 20 seconds of training on a 2-core CPU.
+98.50% with seed 1), in about 20 seconds on a 2-core CPU (bfloat16: 98.50%).
 """
 
 from experiments import base

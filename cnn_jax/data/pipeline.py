@@ -9,6 +9,7 @@ uninterrupted run would have seen. Evaluation pads the last batch and marks padd
 
 import collections
 import functools
+import sys
 from collections.abc import Iterator
 
 import grain
@@ -75,7 +76,8 @@ class _Columns:
   def __len__(self) -> int:
     return len(self.columns['label'])
 
-  def __getitem__(self, index: int) -> dict:
+  def __getitem__(self, index: int | np.ndarray) -> dict:
+    """One example, or a batch of them for an array of indices."""
     return {name: column[index] for name, column in self.columns.items()}
 
 
@@ -99,6 +101,35 @@ def _decoded(source: Source) -> _Columns | None:
       del _decoded_splits[next(iter(_decoded_splits))]
     _decoded_splits[key] = (source.records, columns)
   return _decoded_splits[key][1]
+
+
+class _Positions:
+  """The example indices of batch t of an endless stream over ``size`` examples, reshuffled
+  every epoch: positions [t*B, (t+1)*B) of the epochs laid end to end, epoch e in the order of a
+  permutation drawn from (seed, e). Drawn for a whole epoch at once (a per-example shuffle costs
+  more than a small example's share of a train step)."""
+
+  def __init__(self, size: int, batch: int, seed: int):
+    self.size, self.batch, self.seed = size, batch, seed
+    self._orders: dict[int, np.ndarray] = {}
+
+  def __len__(self) -> int:
+    return sys.maxsize  # endless
+
+  def _order(self, epoch: int) -> np.ndarray:
+    if epoch not in self._orders:
+      if len(self._orders) > 2:  # batches may be read a little out of order by the threads
+        del self._orders[min(self._orders)]
+      self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.size)
+    return self._orders[epoch]
+
+  def __getitem__(self, step: int) -> np.ndarray:
+    epochs, offsets = np.divmod(np.arange(step * self.batch, (step + 1) * self.batch), self.size)
+    return np.concatenate([self._order(e)[offsets[epochs == e]] for e in np.unique(epochs)])
+
+
+def _stack(examples: list[dict]) -> dict:
+  return {name: np.stack([e[name] for e in examples]) for name in ('image', 'label')}
 
 
 def _examples(source: Source, config: ml_collections.ConfigDict) -> grain.MapDataset:
@@ -158,16 +189,21 @@ def train_batches(source: Source, config: ml_collections.ConfigDict, mesh: Mesh,
   local_batch = local_batch_size(config.batch_size, mesh)
   per_process = len(source) // jax.process_count()
   start = jax.process_index() * per_process
-  dataset = _examples(source, data)[start:start + per_process]
-  dataset = dataset.shuffle(seed=config.seed).repeat()  # a new order every epoch
-  dataset = dataset.batch(local_batch, drop_remainder=True)
+  # Batch t holds the examples at positions [t*B, (t+1)*B) of the epochs laid end to end.
+  dataset = grain.MapDataset.source(_Positions(per_process, local_batch, config.seed))
+  columns = _decoded(source)
+  if columns is None:
+    examples = _examples(source, data)
+    dataset = dataset.map(lambda batch: _stack([examples[int(i)] for i in start + batch]))
+  else:  # each batch gathered from memory at once
+    dataset = dataset.map(lambda batch: columns[start + batch])
   dataset = dataset.random_map(functools.partial(_augment, config=data.augment),
                                seed=config.seed + 1)
-  dataset = dataset.map(lambda b: {'image': _normalize(b['image'], data),
-                                   'label': np.asarray(b['label'], np.int32)})
+  # Onto the devices in grain's threads too: its prefetch buffer holds batches ready to use.
+  dataset = dataset.map(lambda b: _to_global({'image': _normalize(b['image'], data),
+                                              'label': np.asarray(b['label'], np.int32)}, mesh))
   # Batch t of this stream depends on (seed, t) alone: resuming at start_step is exact.
-  stream = iter(dataset[start_step:].to_iter_dataset(_read_options(data)))
-  return _prefetch(stream, mesh)
+  return iter(dataset[start_step:].to_iter_dataset(_read_options(data)))
 
 
 def eval_batches(source: Source, config: ml_collections.ConfigDict, mesh: Mesh) -> Iterator[dict]:
