@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from cnn_jax import models
+from cnn_jax.data import sources
 from cnn_jax.errors import ConfigError
 from cnn_jax.train import loop, optim, parallel, steps
 from experiments import default
@@ -223,10 +224,14 @@ def test_experiments_import_and_run_by_name_outside_the_checkout(tmp_path):
   assert printed['data.name'] == "'mnist1d'"
 
 
-def test_a_bucket_workdir_is_refused_with_the_mount_to_use(tmp_path, data_dir):
+def test_a_bucket_workdir_is_refused_and_a_bucket_data_dir_reaches_tfds_untouched(tmp_path,
+                                                                                 data_dir):
   with pytest.raises(ConfigError, match='gcsfuse'):
     loop.train_and_evaluate(digits_config(data_dir), 'gs://bucket/run')
   assert not os.path.exists('gs:')
+  # TFDS itself opens the bucket; without its GCS client installed it says so, naming the path.
+  with pytest.raises(ImportError, match=r"'data_dir': 'gs://no-such-bucket/tfds'.*install gcsfs"):
+    sources.load('mnist', 'train', 'gs://no-such-bucket/tfds')
 
 
 # --- Mixed precision -----------------------------------------------------------------------------
