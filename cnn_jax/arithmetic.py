@@ -569,9 +569,9 @@ def summarize(model, input_shape: Sequence[int], *, dtype: Any = None,
     field = tracer.last_field.get(path)
     macs = sum(m for p, m in tracer.macs.items() if p[:len(path)] == path)
     notes = tuple(n for p, ns in tracer.notes.items() if p[:len(path)] == path for n in ns)
-    rows.append((positions[path], LayerSummary('/'.join(path) or kind, kind, shape, params_at(path), macs,
-                                        field.size if field else None,
-                                        field.jump if field else None, notes)))
+    rows.append((positions[path], LayerSummary(
+        '/'.join(path) or kind, kind, shape, params_at(path), macs, field.size if field else None,
+        field.jump if field else None, notes)))
   named: dict[str, int] = {}
   for position, path, kind, shape, field in tracer.pools:
     if any(leaf and path[:len(leaf)] == leaf for leaf in leaves):
