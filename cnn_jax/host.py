@@ -25,15 +25,20 @@ def host_devices(cores: int, batch_sizes: list[int]) -> int:
 
 
 def configure(batch_sizes: list[int]) -> None:
-  """Sets the environment JAX reads when it is first imported; what the user set is kept:
-  ``XLA_FLAGS`` with its own ``--xla_force_host_platform_device_count``, and
-  ``JAX_COMPILATION_CACHE_DIR`` (empty: no cache)."""
-  if 'jax' in sys.modules:
-    raise RuntimeError('host.configure must run before jax is imported.')
+  """Sets what JAX reads before its first device starts; what the user set is kept: ``XLA_FLAGS``
+  with its own ``--xla_force_host_platform_device_count``, and ``JAX_COMPILATION_CACHE_DIR``
+  (empty: no cache)."""
   xla_flags = os.environ.get('XLA_FLAGS', '')
-  if DEVICE_COUNT_FLAG not in xla_flags:
+  if DEVICE_COUNT_FLAG not in xla_flags:  # read when the CPU backend starts, not at import
     count = host_devices(os.cpu_count() or 1, batch_sizes)
     os.environ['XLA_FLAGS'] = f'{xla_flags} {DEVICE_COUNT_FLAG}={count}'.strip()
-  os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', cache_directory())
   # Tiny programs recompile faster than they load; everything else is kept.
-  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
+  cache = {'JAX_COMPILATION_CACHE_DIR': cache_directory(),
+           'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0.5'}
+  for name, value in cache.items():
+    os.environ.setdefault(name, value)
+  if 'jax' in sys.modules:  # a config file imported it: its options were read from the env already
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'] or None)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs',
+                      float(os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))

@@ -19,11 +19,12 @@ def test_host_devices_is_the_most_cores_every_batch_divides_into():
   assert host.host_devices(0, [8]) == 1
 
 
-def _launch(tmp_path, data_dir, env, name):
+def _launch(tmp_path, data_dir, env, name, *extra):
   workdir = tmp_path / name
   result = subprocess.run(
-      [sys.executable, '-m', 'cnn_jax.main', f'--workdir={workdir}', '--config.num_steps=4',
-       f'--config.data.data_dir={data_dir}', '--config.eval_every=4'], cwd=REPO, env=env,
+      [sys.executable, '-m', 'cnn_jax.main', *extra, f'--workdir={workdir}',
+       '--config.num_steps=4', f'--config.data.data_dir={data_dir}', '--config.eval_every=4'],
+      cwd=REPO, env=env,
       capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   assert json.load(open(workdir / 'final_metrics.json'))['count'] == 400
@@ -44,3 +45,15 @@ def test_a_launch_uses_every_core_and_fills_the_compilation_cache(tmp_path, data
              XDG_CACHE_HOME=str(tmp_path / 'other'))
   assert _launch(tmp_path, data_dir, env, 'chosen') == 1
   assert not os.path.exists(tmp_path / 'other')
+
+
+def test_a_config_file_that_imports_jax_still_gets_every_core_and_the_cache(tmp_path, data_dir):
+  config = tmp_path / 'with_jax.py'
+  config.write_text('import jax.numpy as jnp\nfrom experiments.default import get_config\n')
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('XLA_FLAGS', 'JAX_COMPILATION_CACHE_DIR',
+                      'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS')}
+  env['XDG_CACHE_HOME'] = str(tmp_path / 'cache')
+  assert _launch(tmp_path, data_dir, env, 'run', f'--config={config}') == host.host_devices(
+      os.cpu_count(), [64, 256])
+  assert os.listdir(tmp_path / 'cache' / 'cnn_jax' / 'jax')
