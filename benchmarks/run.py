@@ -229,6 +229,7 @@ def pipeline_worker(experiment: str, batches: int) -> dict:
   import importlib  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from cnn_jax.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  from cnn_jax.layers.convolve import use  # pylint: disable=g-import-not-at-top
   from cnn_jax.train import loop, optim, parallel  # pylint: disable=g-import-not-at-top
   from cnn_jax.train import steps as train_steps  # pylint: disable=g-import-not-at-top
 
@@ -251,7 +252,7 @@ def pipeline_worker(experiment: str, batches: int) -> dict:
   model = loop.build_model(config, source.num_classes)
   state = jax.jit(loop.state_initializer(model, tx, shape, config),
                   out_shardings=parallel.replicated(mesh))()
-  with loop.conv_impl(config.conv_impl):
+  with use(config.conv_impl):
     step = train_steps.make_train_step(model, tx, schedule, config, mesh).lower(
         state, batch).compile()
   state, logs = step(state, batch)

@@ -563,8 +563,12 @@ def summarize(model, input_shape: Sequence[int], *, dtype: Any = None,
     position = min((i for p, i in tracer.first_seen.items() if p[:len(path)] == path),
                    default=position)
     positions[path] = position
+  pooling_outside = [pool for pool in tracer.pools
+                     if not any(leaf and pool[1][:len(leaf)] == leaf for leaf in leaves)]
   rows = []
   for path in leaves:
+    if path == () and pooling_outside and not params_at(()):
+      continue  # a model of pooling alone: its pooling rows say everything
     kind, shape = calls[path]
     field = tracer.last_field.get(path)
     macs = sum(m for p, m in tracer.macs.items() if p[:len(path)] == path)
@@ -573,17 +577,13 @@ def summarize(model, input_shape: Sequence[int], *, dtype: Any = None,
         '/'.join(path) or kind, kind, shape, params_at(path), macs, field.size if field else None,
         field.jump if field else None, notes)))
   named: dict[str, int] = {}
-  for position, path, kind, shape, field in tracer.pools:
-    if any(leaf and path[:len(leaf)] == leaf for leaf in leaves):
-      continue  # inside a module that has its own row
+  for position, path, kind, shape, field in pooling_outside:  # a module's own has its row
     stem = '/'.join((*path, kind))
     named[stem] = named.get(stem, -1) + 1
     name = stem if not named[stem] else f'{stem}_{named[stem]}'
     rows.append((position, LayerSummary(name, kind, shape, 0, 0, field.size if field else None,
                                         field.jump if field else None)))
   rows = [row for _, row in sorted(rows, key=lambda r: r[0])]
-  if len(rows) > 1 and leaves == [()] and not rows[0].params:
-    rows = [row for row in rows if row.kind != calls[()][0]]  # a module of pooling alone
   summary = Summary(tuple(input_shape), tuple(rows), count(variables.get('params', {})),
                     sum(tracer.macs.values()),
                     count({k: v for k, v in variables.items() if k != 'params'}))

@@ -11,10 +11,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from cnn_jax import arithmetic, models
 from cnn_jax import layers as L
+from cnn_jax.layers import convolve
 from cnn_jax.models import googlenet
 from cnn_jax.models.wavenet import CausalStack
 from cnn_jax.train import losses, loop, optim, parallel, steps
-from cnn_jax.layers import convolve
 from experiments import base
 
 DENSE = {'fcn', 'segnet', 'unet', 'dilated_context'}

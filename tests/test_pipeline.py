@@ -17,13 +17,13 @@ def test_memory_and_records_give_the_same_stream_and_resume_exactly(data_dir, mo
   config.data.data_dir = data_dir
   source = sources.load('digits', 'train', data_dir)
   mesh = parallel.make_mesh()
-  assert pipeline._decoded(source) is not None  # pylint: disable=protected-access
+  assert source.in_memory is not None
   per_epoch = pipeline.steps_per_epoch(source, config.batch_size, mesh)
   from_memory = _batches(pipeline.train_batches(source, config, mesh), per_epoch + 3)
   resumed = _batches(pipeline.train_batches(source, config, mesh, per_epoch - 1), 4)
-  monkeypatch.setattr(pipeline, 'IN_MEMORY_BYTES', 0)
+  monkeypatch.setattr(sources, 'IN_MEMORY_BYTES', 0)
   fresh = sources.load('digits', 'train', data_dir)  # not decoded: too big for the limit now
-  assert pipeline._decoded(fresh) is None  # pylint: disable=protected-access
+  assert fresh.in_memory is None
   from_records = _batches(pipeline.train_batches(fresh, config, mesh), per_epoch + 3)
   for a, b in zip(from_memory, from_records):
     np.testing.assert_array_equal(a['image'], b['image'])

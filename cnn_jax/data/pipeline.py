@@ -62,47 +62,6 @@ def _augment(batch: dict, rng: np.random.Generator, config: ml_collections.Confi
   return {**batch, 'image': x}
 
 
-# A split up to this size is decoded once and served from memory: decoding a record costs far
-# more than a small image's share of a train step.
-IN_MEMORY_BYTES = 512 * 2**20
-
-
-class _Columns:
-  """A decoded split as arrays, indexed like the records they came from."""
-
-  def __init__(self, columns: dict[str, np.ndarray]):
-    self.columns = columns
-
-  def __len__(self) -> int:
-    return len(self.columns['label'])
-
-  def __getitem__(self, index: int | np.ndarray) -> dict:
-    """One example, or a batch of them for an array of indices."""
-    return {name: column[index] for name, column in self.columns.items()}
-
-
-# The last few splits decoded, by their records' identity (records are not hashable); each entry
-# holds the records too, so the identity stays theirs. A run evaluates the same split many times.
-_decoded_splits: dict[int, tuple[object, '_Columns | None']] = {}
-
-
-def _decoded(source: Source) -> _Columns | None:
-  """The split in memory, if its shape is fixed and it fits in `IN_MEMORY_BYTES`."""
-  key = id(source.records)
-  if key not in _decoded_splits:
-    columns = None
-    fits = None not in source.example_shape and len(source) * (
-        np.prod(source.example_shape) + 4 * np.prod(source.label_shape)) <= IN_MEMORY_BYTES
-    if fits:
-      examples = [source.records[i] for i in range(len(source))]
-      columns = _Columns({name: np.stack([np.asarray(e[name]) for e in examples])
-                          for name in ('image', 'label')})
-    if len(_decoded_splits) >= 4:
-      del _decoded_splits[next(iter(_decoded_splits))]
-    _decoded_splits[key] = (source.records, columns)
-  return _decoded_splits[key][1]
-
-
 class _Positions:
   """The example indices of batch t of an endless stream over ``size`` examples, reshuffled
   every epoch: positions [t*B, (t+1)*B) of the epochs laid end to end, epoch e in the order of a
@@ -133,7 +92,8 @@ def _stack(examples: list[dict]) -> dict:
 
 
 def _examples(source: Source, config: ml_collections.ConfigDict) -> grain.MapDataset:
-  dataset = grain.MapDataset.source(_decoded(source) or source.records)
+  records = source.records if source.in_memory is None else source.in_memory
+  dataset = grain.MapDataset.source(records)
   if None in source.example_shape:
     dataset = dataset.map(functools.partial(_resize, size=config.image_size))
   return dataset
@@ -191,7 +151,7 @@ def train_batches(source: Source, config: ml_collections.ConfigDict, mesh: Mesh,
   start = jax.process_index() * per_process
   # Batch t holds the examples at positions [t*B, (t+1)*B) of the epochs laid end to end.
   dataset = grain.MapDataset.source(_Positions(per_process, local_batch, config.seed))
-  columns = _decoded(source)
+  columns = source.in_memory
   if columns is None:
     examples = _examples(source, data)
     dataset = dataset.map(lambda batch: _stack([examples[int(i)] for i in start + batch]))

@@ -2,9 +2,11 @@
 
 import dataclasses
 import fcntl
+import functools
 import os
 
 import jax
+import numpy as np
 import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
@@ -14,6 +16,25 @@ from cnn_jax.data import digits, mnist1d, motifs, shapes
 OFFLINE_BUILDERS = {'digits': digits.Digits, 'mnist1d': mnist1d.Mnist1d, 'motifs': motifs.Motifs,
                     'shapes': shapes.Shapes}
 DEFAULT_DATA_DIR = os.path.join('~', 'tensorflow_datasets')
+
+
+# A split up to this size is decoded once and served from memory: decoding a record costs far
+# more than a small image's share of a train step.
+IN_MEMORY_BYTES = 512 * 2**20
+
+
+class Columns:
+  """A decoded split as arrays, indexed like the records they came from: by one index, or by an
+  array of them for a whole batch."""
+
+  def __init__(self, columns: dict[str, np.ndarray]):
+    self.columns = columns
+
+  def __len__(self) -> int:
+    return len(self.columns['label'])
+
+  def __getitem__(self, index: int | np.ndarray) -> dict:
+    return {name: column[index] for name, column in self.columns.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +53,17 @@ class Source:
 
   def __len__(self) -> int:
     return len(self.records)
+
+  @functools.cached_property
+  def in_memory(self) -> Columns | None:
+    """The split decoded into arrays on first use, if its examples have a fixed shape and it fits
+    in `IN_MEMORY_BYTES`; None otherwise. Kept with the source: a run evaluates a split often."""
+    if None in self.example_shape or len(self) * (
+        np.prod(self.example_shape) + 4 * np.prod(self.label_shape)) > IN_MEMORY_BYTES:
+      return None
+    examples = [self.records[i] for i in range(len(self))]
+    return Columns({name: np.stack([np.asarray(e[name]) for e in examples])
+                    for name in ('image', 'label')})
 
 
 def prepare_command(name: str, data_dir: str) -> str:

@@ -114,9 +114,9 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
   x = lax.pad(x, zero, ((0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)))
   window = kernel.shape[:rank]
   taps = list(_windows(x, window, strides, kernel_dilation))
-  if computation == 'shifts':
-    per_tap = kernel.reshape(-1, kernel.shape[-1])
-    return sum(tap * per_tap[i] for i, tap in enumerate(taps))
-  patches = taps[0] if computation == 'dense' else jnp.concatenate(taps, axis=-1)
+  # Rows: (tap, input channel) in the order of the taps side by side; columns: output channels.
   matrix = kernel.reshape(-1, kernel.shape[-1])
+  if computation == 'shifts':  # one input channel per output channel: a row per tap
+    return sum(tap * row for tap, row in zip(taps, matrix))
+  patches = taps[0] if computation == 'dense' else jnp.concatenate(taps, axis=-1)
   return lax.dot_general(patches, matrix, (((rank + 1,), (0,)), ((), ())), precision=precision)

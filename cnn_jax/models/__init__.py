@@ -232,10 +232,9 @@ def _coerce(value, hint, field: str):
     return float(value)
   if (origin is tuple or hint is tuple) and isinstance(value, (list, tuple)):
     return tuple(value)
-  expected = {int: int, float: float, bool: bool, str: str}.get(hint)
-  if expected is not None and (not isinstance(value, expected) or
-                               (expected is int and isinstance(value, bool))):
-    raise ConfigError(f'config.model.kwargs.{field}={value!r}: expected {expected.__name__}.')
+  if hint in (int, float, bool, str) and (not isinstance(value, hint) or
+                                          (hint is int and isinstance(value, bool))):
+    raise ConfigError(f'config.model.kwargs.{field}={value!r}: expected {hint.__name__}.')
   return value
 
 

@@ -35,8 +35,9 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
   kwargs, _ = models.resolve_kwargs(config.model.name, {}, dict(config.model.kwargs))
   model = models.get_model(config.model.name, num_classes=num_classes, **kwargs)
   fields = {f.name for f in dataclasses.fields(model)}
+  models.check_contract(config.model.name, model,
+                        needs_dtype=config.compute_dtype != 'float32')
   if config.compute_dtype != 'float32':
-    models.check_contract(config.model.name, model, needs_dtype=True)
     model = model.clone(dtype=jnp.dtype(config.compute_dtype))
   if config.parallel.mode == 'pmap' and 'axis_name' in fields:
     model = model.clone(axis_name=steps.AXIS)
@@ -134,7 +135,6 @@ def check_task(config: ml_collections.ConfigDict, model, source: sources.Source,
     if config[section][name] == ('top5_accuracy' if dense else 'mean_iou'):
       raise ConfigError(f'config.{field}={config[section][name]!r} is not computed for {kind} '
                         f'labels; use {usable}.')
-  models.check_contract(config.model.name, model)
   output, variables = jax.eval_shape(functools.partial(model.init_with_output, train=False),
                                      jax.random.key(0),
                                      jax.ShapeDtypeStruct((1, *example_shape), jnp.float32))
