@@ -51,46 +51,58 @@ def _peak_memory_bytes(device=None) -> int:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def jax_worker(name: str, devices: int, conv_impl: str, dtype: str, steps: int) -> dict:
-  """cnn_jax's train step, in a process whose host device count was set at its start."""
+def _run_train_step(config, mesh, shape: tuple, classes: int, batch: dict, steps: int):
+  """cnn_jax's own train step for ``config``, compiled for ``batch`` in the config's convolution
+  form, run once to warm up, then timed one step at a time (which also avoids the CPU collective
+  trap). Returns (model, state, compiled step, compile seconds, median step seconds)."""
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from cnn_jax import arithmetic  # pylint: disable=g-import-not-at-top
   from cnn_jax.layers.convolve import use  # pylint: disable=g-import-not-at-top
   from cnn_jax.train import loop, optim, parallel  # pylint: disable=g-import-not-at-top
   from cnn_jax.train import steps as train_steps  # pylint: disable=g-import-not-at-top
-  from experiments import base  # pylint: disable=g-import-not-at-top
 
-  registered, kwargs, shape, classes, batch_size, _ = MODELS[name]
-  config = base.get_config()
-  config.model.name, config.batch_size, config.compute_dtype = registered, batch_size, dtype
-  config.model.kwargs.update(kwargs)
-  mesh = parallel.make_mesh(jax.devices()[:devices])
   schedule = optim.learning_rate(config.optim, 100, 1000)
   tx = optim.create(config.optim, schedule)
   model = loop.build_model(config, classes)
-  rng = np.random.default_rng(0)
-  batch = jax.device_put({'image': rng.standard_normal((batch_size, *shape), np.float32),
-                          'label': rng.integers(0, classes, batch_size).astype(np.int32)},
-                         parallel.batch_sharded(mesh))
-  with use(conv_impl):
+  with use(config.conv_impl):
     state = jax.jit(loop.state_initializer(model, tx, shape, config),
                     out_shardings=parallel.replicated(mesh))()
     step = train_steps.make_train_step(model, tx, schedule, config, mesh)
     start = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - start
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
   state, logs = compiled(state, batch)
   jax.block_until_ready(logs)
   times = []
   for _ in range(steps):
     start = time.perf_counter()
     state, logs = compiled(state, batch)
-    jax.block_until_ready(logs)  # one step at a time: also avoids the CPU collective trap
+    jax.block_until_ready(logs)
     times.append(time.perf_counter() - start)
-  step_s = statistics.median(times)
+  return model, state, compiled, compile_s, statistics.median(times)
+
+
+def jax_worker(name: str, devices: int, conv_impl: str, dtype: str, steps: int) -> dict:
+  """cnn_jax's train step, in a process whose host device count was set at its start."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from cnn_jax import arithmetic  # pylint: disable=g-import-not-at-top
+  from cnn_jax.train import parallel  # pylint: disable=g-import-not-at-top
+  from experiments import base  # pylint: disable=g-import-not-at-top
+
+  registered, kwargs, shape, classes, batch_size, _ = MODELS[name]
+  config = base.get_config()
+  config.model.name, config.batch_size, config.compute_dtype = registered, batch_size, dtype
+  config.model.kwargs.update(kwargs)
+  config.conv_impl = conv_impl
+  mesh = parallel.make_mesh(jax.devices()[:devices])
+  rng = np.random.default_rng(0)
+  batch = jax.device_put({'image': rng.standard_normal((batch_size, *shape), np.float32),
+                          'label': rng.integers(0, classes, batch_size).astype(np.int32)},
+                         parallel.batch_sharded(mesh))
+  model, state, compiled, compile_s, step_s = _run_train_step(config, mesh, shape, classes, batch,
+                                                              steps)
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
   # XLA's count is of one device's program, which every device runs; it cannot see inside
   # library calls (cuDNN convolutions on GPUs), so the model's own count is given too: a
   # training step is three forward passes' worth of multiply-adds, two FLOPs each.
@@ -229,9 +241,7 @@ def pipeline_worker(experiment: str, batches: int) -> dict:
   import importlib  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from cnn_jax.data import pipeline, sources  # pylint: disable=g-import-not-at-top
-  from cnn_jax.layers.convolve import use  # pylint: disable=g-import-not-at-top
-  from cnn_jax.train import loop, optim, parallel  # pylint: disable=g-import-not-at-top
-  from cnn_jax.train import steps as train_steps  # pylint: disable=g-import-not-at-top
+  from cnn_jax.train import parallel  # pylint: disable=g-import-not-at-top
 
   config = importlib.import_module(f'experiments.{experiment}').get_config()
   try:
@@ -247,23 +257,8 @@ def pipeline_worker(experiment: str, batches: int) -> dict:
   for _ in range(batches):
     jax.block_until_ready(next(stream))
   pipeline_rate = batches * config.batch_size / (time.perf_counter() - start)
-  schedule = optim.learning_rate(config.optim, 100, 1000)
-  tx = optim.create(config.optim, schedule)
-  model = loop.build_model(config, source.num_classes)
-  state = jax.jit(loop.state_initializer(model, tx, shape, config),
-                  out_shardings=parallel.replicated(mesh))()
-  with use(config.conv_impl):
-    step = train_steps.make_train_step(model, tx, schedule, config, mesh).lower(
-        state, batch).compile()
-  state, logs = step(state, batch)
-  jax.block_until_ready(logs)
-  times = []
-  for _ in range(5):
-    start = time.perf_counter()
-    state, logs = step(state, batch)
-    jax.block_until_ready(logs)
-    times.append(time.perf_counter() - start)
-  step_rate = config.batch_size / statistics.median(times)
+  *_, step_s = _run_train_step(config, mesh, shape, source.num_classes, batch, 5)
+  step_rate = config.batch_size / step_s
   return {'experiment': experiment, 'batch_size': config.batch_size,
           'pipeline_images_per_s': round(pipeline_rate), 'step_images_per_s': round(step_rate),
           'pipeline_over_step': round(pipeline_rate / step_rate, 2)}
@@ -306,6 +301,9 @@ def main() -> None:
   args = parser.parse_args()
   if args.worker:
     kind, *rest = args.worker
+    if kind in ('jax', 'pipeline', 'peak'):  # what a launch sets before JAX starts
+      from cnn_jax import host  # pylint: disable=g-import-not-at-top
+      host.keep_freed_memory()
     if kind == 'jax':
       result = jax_worker(rest[0], int(rest[1]), rest[2], rest[3], int(rest[4]))
     elif kind == 'torch':

@@ -1,5 +1,6 @@
 """What a launch sets before JAX starts: one CPU device per core (as many as the batches split
-into) and a persistent compilation cache, unless the user chose otherwise."""
+into), a persistent compilation cache and a malloc that keeps freed pages, unless the user chose
+otherwise."""
 
 import json
 import os
@@ -57,3 +58,32 @@ def test_a_config_file_that_imports_jax_still_gets_every_core_and_the_cache(tmp_
   assert _launch(tmp_path, data_dir, env, 'run', f'--config={config}') == host.host_devices(
       os.cpu_count(), [64, 256])
   assert os.listdir(tmp_path / 'cache' / 'cnn_jax' / 'jax')
+
+
+_FAULTS = '''
+import resource, sys
+import numpy as np
+from cnn_jax import host
+applied = host.keep_freed_memory()
+block = np.ones(2**26, np.float32)  # 256 MiB: glibc's size for a fresh mapping of its own
+del block
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+block = np.ones(2**26, np.float32)
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+'''
+
+
+def _second_allocation(**env):
+  # numpy's huge pages would hide the 4 KiB faults this counts.
+  env = dict({k: v for k, v in os.environ.items() if k not in host.MALLOC_VARIABLES},
+             NUMPY_MADVISE_HUGEPAGE='0', **env)
+  out = subprocess.run([sys.executable, '-c', _FAULTS], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=120, check=True).stdout.split()
+  return out[0] == 'True', int(out[1])
+
+
+def test_freed_memory_is_reused_without_page_faults_unless_the_user_tuned_malloc():
+  applied, faults = _second_allocation()
+  assert applied and faults < 1000, faults  # the pages are already the process's
+  applied, faults = _second_allocation(MALLOC_ARENA_MAX='2')
+  assert not applied and faults > 50_000, faults  # every 4 KiB page of 256 MiB faulted again
