@@ -195,8 +195,33 @@ def load_run(workdir: str, step='latest', devices=None) -> Run:
       missing workdir, no (or only unfinished) checkpoints, an unknown step, or a config that no
       longer builds the checkpointed model.
   """
-  with checkpoint.quiet():  # a read-only manager logs each option it overrides
-    return _load(os.path.abspath(os.path.expanduser(workdir)), step, devices)
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  # A running training deletes old steps (config.checkpoint.keep) as it saves new ones, possibly
+  # while one is being read: then the step is picked again ('latest' finds the newer one; an int
+  # gets the error that lists the steps left).
+  for attempt in range(_ATTEMPTS):
+    try:
+      with checkpoint.quiet():  # a read-only manager logs each option it overrides
+        return _load(workdir, step, devices)
+    except _Removed as removed:
+      if attempt == _ATTEMPTS - 1:
+        raise ValueError(f'{removed.args[0]} was deleted by its run (config.checkpoint.keep) '
+                         f'while it was being read, {_ATTEMPTS} times in a row; open it when the '
+                         'run saves less often, or raise config.checkpoint.keep.') from None
+
+
+_ATTEMPTS = 5
+
+
+class _Removed(Exception):
+  """The step being read left the workdir (retention), unlike a damaged one."""
+
+
+def _unreadable(workdir: str, step: int, item: str, error: Exception) -> Exception:
+  if step not in checkpoint.complete_steps(workdir):
+    return _Removed(item)
+  return ValueError(f'The checkpoint {item} cannot be read ({checkpoint.first_line(error)}); it '
+                    f'may be damaged: open another step of {checkpoint.complete_steps(workdir)}.')
 
 
 def _load(workdir: str, step, devices) -> Run:
@@ -223,8 +248,7 @@ def _load(workdir: str, step, devices) -> Run:
   try:
     saved = ocp.PyTreeCheckpointer().metadata(item).item_metadata.tree
   except Exception as error:  # pylint: disable=broad-except
-    raise ValueError(f'The checkpoint {item} cannot be read ({type(error).__name__}); it may be '
-                     f'damaged: open another step of {mngr.all_steps()}.') from None
+    raise _unreadable(workdir, step, item, error) from None
   _check_shapes(abstract, saved, step, workdir)
   target = jax.tree_util.tree_map(
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=parallel.replicated(mesh)),
@@ -232,9 +256,7 @@ def _load(workdir: str, step, devices) -> Run:
   try:
     restored = checkpoint.restore_inference(mngr, step, target)
   except Exception as error:  # pylint: disable=broad-except
-    raise ValueError(f'The checkpoint {item} cannot be read ({type(error).__name__}: '
-                     f'{str(error).splitlines()[0][:200]}); it may be damaged: open another step '
-                     f'of {mngr.all_steps()}.') from None
+    raise _unreadable(workdir, step, item, error) from None
   variables = {'params': restored[params_field]}
   if 'batch_stats' in restored:
     variables['batch_stats'] = restored['batch_stats']

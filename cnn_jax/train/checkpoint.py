@@ -108,7 +108,7 @@ def _set_aside(workdir: str, step: int, reason: str) -> None:
     os.rename(source, target)
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: Exception) -> str:
   lines = [l.strip() for l in str(error).splitlines() if l.strip()] or ['']
   return f'{type(error).__name__}: {lines[0][:160]}'
 
@@ -133,7 +133,7 @@ def restore(workdir: str, config: ml_collections.ConfigDict, abstract_state):
       state = manager(workdir, config, read_only=True).restore(
           step, args=ocp.args.StandardRestore(abstract_state))
     except Exception as error:  # pylint: disable=broad-except
-      unusable.append((step, f'cannot be read ({_first_line(error)})'))
+      unusable.append((step, f'cannot be read ({first_line(error)})'))
       continue
     if not all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree_util.tree_leaves(state.params)):
       unusable.append((step, 'holds non-finite parameters'))

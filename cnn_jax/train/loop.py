@@ -245,8 +245,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
   eval_metrics, pending, last_log = {}, [], (time.time(), start_step)
   unconfirmed = None  # the step of a save not yet confirmed complete on disk
-  with preemption.stop_on_signals() as stop:
-    try:
+  try:
+    # The logs close inside the try: a close that cannot flush is a failed write like any other.
+    with preemption.stop_on_signals() as stop, writer:
       for step in range(start_step, total_steps):
         state, logs = train_step(state, next(batches))
         pending.append(logs)
@@ -298,18 +299,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         eval_metrics = run_eval(state)
       if unconfirmed is not None:
         checkpoint.confirm_saved(mngr, workdir, unconfirmed)
-    except OSError as error:
-      if error.errno not in WRITE_ERRORS:
-        raise
-      # A full disk may hit the logs before (or after) a save: either way, say what failed and
-      # which checkpoint a rerun resumes from.
-      if unconfirmed is not None:
-        checkpoint.confirm_saved(mngr, workdir, unconfirmed)
-      raise checkpoint.write_failed(workdir, f'Writing {error.filename or "to the workdir"}',
-                                    error.strerror or str(error)) from error
-    finally:
-      checkpoint.close(mngr)
-      writer.close()
+  except OSError as error:
+    if error.errno not in WRITE_ERRORS:
+      raise
+    # A full disk may hit the logs before (or after) a save: either way, say what failed and
+    # which checkpoint a rerun resumes from.
+    if unconfirmed is not None:
+      checkpoint.confirm_saved(mngr, workdir, unconfirmed)
+    raise checkpoint.write_failed(workdir, f'Writing {error.filename or "to the workdir"}',
+                                  error.strerror or str(error)) from error
+  finally:
+    checkpoint.close(mngr)
   _report(config, workdir, eval_metrics)
   return eval_metrics
 

@@ -64,9 +64,22 @@ class MetricWriter:
     else:
       logging.info(text)
 
-  def close(self) -> None:
-    if self.enabled:
-      if self.tty:
-        print()
-      self.tensorboard.close()
-      self.jsonl.close()
+  def __enter__(self) -> 'MetricWriter':
+    return self
+
+  def __exit__(self, kind, error, traceback) -> None:
+    """Closes both logs. Closing flushes, so it can fail on a full disk too: while another error
+    is stopping the run, that failure is only logged, so the error that names the cause is kept."""
+    if not self.enabled:
+      return
+    if self.tty:
+      print()
+    try:
+      try:
+        self.tensorboard.close()
+      finally:
+        self.jsonl.close()
+    except OSError as close_error:
+      if kind is None:
+        raise
+      logging.warning('Closing the metric logs: %s', close_error)
