@@ -24,4 +24,7 @@ def get_config():
   config.log_every = 50
   config.eval_every = 500
   config.checkpoint.every = 500
+  # Batches of short sequences gathered from memory are cheaper to make in the training thread
+  # than to hand over from grain's threads (measured: 2x the pipeline's rate).
+  config.data.num_threads = 0
   return config

@@ -1,9 +1,11 @@
 """The benchmark harness runs (its figures are read from `./launch.sh bench`, not asserted)."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import time
 
 from cnn_jax import arithmetic, models
 
@@ -21,3 +23,17 @@ def test_train_step_worker_reports_json():
   macs = arithmetic.summarize(models.get_model('lenet5'), (1, 32, 32, 1), print_fn=None).total_macs
   assert row['model_flops_per_step'] == 6 * 128 * macs
   assert row['xla_flops_per_step'] > 0 and row['achieved_gflops'] > 0
+
+
+def test_the_compile_benchmark_times_a_launch_to_its_first_step(tmp_path, data_dir):
+  """The training log's "First step done" line, read by its own timestamp, falls inside the
+  launch and before its end (the evaluation and the checkpoint come after it)."""
+  spec = importlib.util.spec_from_file_location('bench', os.path.join(REPO, 'benchmarks', 'run.py'))
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  launched, start = time.time(), time.perf_counter()
+  out = subprocess.run([sys.executable, '-m', 'cnn_jax.main', f'--workdir={tmp_path / "run"}',
+                        f'--config.data.data_dir={data_dir}', '--config.num_steps=1'], cwd=REPO,
+                       capture_output=True, text=True, timeout=300, check=True)
+  whole = time.perf_counter() - start
+  assert 0 < bench._first_step_s(out.stderr, launched) < whole  # pylint: disable=protected-access

@@ -1,5 +1,6 @@
 """The training stream: a small split served from memory gives exactly the batches of the
-record-by-record reader, and a stream started at step t continues the uninterrupted one."""
+record-by-record reader, a stream started at step t continues the uninterrupted one, and
+augmentation is applied exactly when the config sets one."""
 
 import numpy as np
 
@@ -32,3 +33,24 @@ def test_memory_and_records_give_the_same_stream_and_resume_exactly(data_dir, mo
     np.testing.assert_array_equal(a['image'], b['image'])
   # A new epoch draws a new order.
   assert not np.array_equal(from_memory[0]['label'], from_memory[per_epoch]['label'])
+
+
+def test_a_stream_is_augmented_exactly_when_an_augmentation_is_set(data_dir):
+  config = default.get_config()
+  config.data.data_dir = data_dir
+  config.data.augment.crop_padding = 0
+  source = sources.load('digits', 'train', data_dir)
+  mesh = parallel.make_mesh()
+  plain = _batches(pipeline.train_batches(source, config, mesh), 2)
+  positions = pipeline._Positions(len(source), config.batch_size, config.seed)  # pylint: disable=protected-access
+  for step, batch in enumerate(plain):  # the examples themselves, normalised, nothing else
+    examples = source.in_memory[positions[step]]
+    np.testing.assert_array_equal(batch['label'], examples['label'])
+    np.testing.assert_allclose(batch['image'], pipeline._normalize(examples['image'], config.data))  # pylint: disable=protected-access
+  config.data.augment.flip = True
+  flipped = _batches(pipeline.train_batches(source, config, mesh), 2)
+  for a, b in zip(plain, flipped):
+    np.testing.assert_array_equal(a['label'], b['label'])
+    same = [np.array_equal(x, y) for x, y in zip(a['image'], b['image'])]
+    mirrored = [np.array_equal(x[:, ::-1], y) for x, y in zip(a['image'], b['image'])]
+    assert all(s or m for s, m in zip(same, mirrored)) and 0 < sum(mirrored) < len(mirrored)

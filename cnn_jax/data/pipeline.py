@@ -62,6 +62,11 @@ def _augment(batch: dict, rng: np.random.Generator, config: ml_collections.Confi
   return {**batch, 'image': x}
 
 
+def _augments(config: ml_collections.ConfigDict) -> bool:
+  return bool(config.crop_padding or config.flip or config.rotate_degrees or config.shift
+              or tuple(config.scale) != (1.0, 1.0))
+
+
 class _Positions:
   """The example indices of batch t of an endless stream over ``size`` examples, reshuffled
   every epoch: positions [t*B, (t+1)*B) of the epochs laid end to end, epoch e in the order of a
@@ -108,9 +113,8 @@ def local_batch_size(global_batch: int, mesh: Mesh) -> int:
 
 
 def _to_global(batch: dict, mesh: Mesh) -> dict:
-  sharding = NamedSharding(mesh, PartitionSpec('data'))
-  return {k: jax.make_array_from_process_local_data(sharding, np.ascontiguousarray(v))
-          for k, v in batch.items()}
+  # One call for the whole batch: JAX then transfers its arrays together.
+  return jax.make_array_from_process_local_data(NamedSharding(mesh, PartitionSpec('data')), batch)
 
 
 def _prefetch(batches: Iterator[dict], mesh: Mesh, size: int = 2) -> Iterator[dict]:
@@ -157,8 +161,9 @@ def train_batches(source: Source, config: ml_collections.ConfigDict, mesh: Mesh,
     dataset = dataset.map(lambda batch: _stack([examples[int(i)] for i in start + batch]))
   else:  # each batch gathered from memory at once
     dataset = dataset.map(lambda batch: columns[start + batch])
-  dataset = dataset.random_map(functools.partial(_augment, config=data.augment),
-                               seed=config.seed + 1)
+  if _augments(data.augment):  # a random generator per batch costs a small batch's share
+    dataset = dataset.random_map(functools.partial(_augment, config=data.augment),
+                                 seed=config.seed + 1)
   # Onto the devices in grain's threads too: its prefetch buffer holds batches ready to use.
   dataset = dataset.map(lambda b: _to_global({'image': _normalize(b['image'], data),
                                               'label': np.asarray(b['label'], np.int32)}, mesh))

@@ -251,6 +251,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       for step in range(start_step, total_steps):
         state, logs = train_step(state, next(batches))
         pending.append(logs)
+        if step == start_step:  # compiling is part of the first step: say what it cost
+          jax.block_until_ready(logs)
+          logging.info('First step done in %.1f s (compiling included).', time.time() - last_log[0])
         done = step + 1
         synced = done % sync_every == 0
         if synced:
