@@ -85,6 +85,20 @@ def _windows(x: jax.Array, window: Sequence[int], strides: Sequence[int],
     yield lax.slice(x, (0, *start, 0), (n, *limit, c), (1, *strides, 1))
 
 
+def _patches(x: jax.Array, window: Sequence[int], strides: Sequence[int],
+             dilation: Sequence[int]) -> jax.Array:
+  """The windows of every kernel tap side by side: [N, *S_out, prod(window) * C], columns in the
+  kernel's (*window, C) order. ``x`` is already padded."""
+  # One spatial dim at a time, the last first (its taps become the innermost columns): a few
+  # concatenations of wide slices copy faster on CPUs than one of a narrow slice per tap.
+  for axis in reversed(range(1, len(window) + 1)):
+    k, stride, step = window[axis - 1], strides[axis - 1], dilation[axis - 1]
+    out = (x.shape[axis] - step * (k - 1) - 1) // stride + 1
+    x = jnp.concatenate([lax.slice_in_dim(x, t * step, t * step + (out - 1) * stride + 1, stride,
+                                          axis) for t in range(k)], axis=-1)
+  return x
+
+
 def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
              padding: Sequence[tuple[int, int]], kernel_dilation: Sequence[int],
              input_dilation: Sequence[int] | None = None, feature_group_count: int = 1,
@@ -113,10 +127,9 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
   zero = jnp.zeros((), x.dtype)
   x = lax.pad(x, zero, ((0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)))
   window = kernel.shape[:rank]
-  taps = list(_windows(x, window, strides, kernel_dilation))
   # Rows: (tap, input channel) in the order of the taps side by side; columns: output channels.
   matrix = kernel.reshape(-1, kernel.shape[-1])
   if computation == 'shifts':  # one input channel per output channel: a row per tap
-    return sum(tap * row for tap, row in zip(taps, matrix))
-  patches = taps[0] if computation == 'dense' else jnp.concatenate(taps, axis=-1)
+    return sum(tap * row for tap, row in zip(_windows(x, window, strides, kernel_dilation), matrix))
+  patches = _patches(x, window, strides, kernel_dilation)
   return lax.dot_general(patches, matrix, (((rank + 1,), (0,)), ((), ())), precision=precision)
