@@ -1,6 +1,5 @@
 """The training system end to end: real TFDS sources, Orbax checkpoints, TensorBoard events."""
 
-import glob
 import json
 import os
 import subprocess
@@ -10,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from tensorboard.backend.event_processing import event_accumulator
 
 from cnn_jax.train import checkpoint, loop
 from experiments import cifar10_resnet18, default, imagenet_resnet50, mnist1d_cnn, mnist_lenet5
@@ -50,8 +50,15 @@ def test_default_experiment_leaves_checkpoints_logs_and_counts_every_example(tmp
   assert metrics['count'] == 400  # 400 = 8 batches of 48 + 16: every test digit exactly once
   assert 0.0 <= metrics['accuracy'] <= 1.0
   assert json.load(open(os.path.join(workdir, 'config.json')))['data']['name'] == 'digits'
-  assert glob.glob(os.path.join(workdir, 'tensorboard', 'events.out.tfevents.*'))
   lines = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
+  # TensorBoard reads the same scalars, at the same steps.
+  events = event_accumulator.EventAccumulator(os.path.join(workdir, 'tensorboard'))
+  events.Reload()
+  for split in ('train', 'eval'):
+    logged = [(l['step'], l['loss']) for l in lines if l['split'] == split]
+    read = [(e.step, e.value) for e in events.Scalars(f'{split}/loss')]
+    assert logged and [s for s, _ in read] == [s for s, _ in logged]
+    np.testing.assert_allclose([v for _, v in read], [v for _, v in logged], rtol=1e-6)
   assert {l['split'] for l in lines} == {'train', 'eval'}
   assert {'loss', 'learning_rate', 'grad_norm', 'param_norm', 'steps_per_second',
           'examples_per_second'} <= set(lines[0])

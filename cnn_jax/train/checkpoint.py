@@ -71,9 +71,10 @@ def manager(workdir: str, config: ml_collections.ConfigDict | None = None,
   """
   # Orbax splits a replicated array's write among its replicas so that hosts share it; within one
   # process that only costs an eager slice per array and device, compiled anew at every launch.
-  ocp.type_handlers.register_type_handler(
-      jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=jax.process_count() > 1),
-      override=True)
+  with quiet():  # Orbax warns at every override
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=jax.process_count() > 1),
+        override=True)
   ckpt = config.checkpoint if config is not None else None
   best = dict(best_fn=ranking(ckpt.best_metric, ckpt.best_mode), best_mode='max') if (
       ckpt is not None and ckpt.best_metric) else {}
