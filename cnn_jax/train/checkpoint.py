@@ -79,8 +79,9 @@ def manager(workdir: str, config: ml_collections.ConfigDict | None = None,
   best = dict(best_fn=ranking(ckpt.best_metric, ckpt.best_mode), best_mode='max') if (
       ckpt is not None and ckpt.best_metric) else {}
   if read_only or config is None:
-    return ocp.CheckpointManager(directory(workdir), options=ocp.CheckpointManagerOptions(
-        read_only=True, enable_async_checkpointing=False, **best))
+    with quiet():  # Orbax logs each option that read-only overrides, at every launch
+      return ocp.CheckpointManager(directory(workdir), options=ocp.CheckpointManagerOptions(
+          read_only=True, enable_async_checkpointing=False, **best))
   keep = [policies.LatestN(n=ckpt.keep)]
   if best:
     keep.append(policies.BestN(get_metric_fn=best['best_fn'], n=1,
