@@ -4,11 +4,12 @@ cache, and a memory allocator that keeps the pages it has.
 XLA's native CPU convolutions use one core per device, so a single device leaves the other cores
 idle; one device per core, with the batch sharded over them, uses them all (the loop already runs
 data-parallel). The matrix-product forms of `cnn_jax.layers.convolve` are multi-threaded within a
-device as well, and there the two counts measure within this machine's noise of each other. Compiled programs are kept on disk, so a second launch of the
-same experiment skips its compiles. XLA's CPU client allocates a step's buffers afresh at every
-step, and glibc serves each large one from new pages that the kernel must fault in and zero: on
-ResNet-18 at batch 128 that is 700,000 page faults and 2.3 s of system time in a 5 s step. Keeping
-freed memory in the process for the next step removes them.
+device as well, and there the two counts measure within this machine's noise of each other.
+Compiled programs are kept on disk, so a second launch of the same experiment skips its compiles.
+XLA's CPU client allocates a step's buffers afresh at every step, and glibc serves each large one
+from new pages that the kernel must fault in and zero: on ResNet-18 at batch 128 that is 700,000
+page faults and 2.3 s of system time in a 5 s step. Keeping freed memory in the process for the
+next step removes them.
 """
 
 import ctypes

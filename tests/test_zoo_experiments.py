@@ -72,7 +72,8 @@ def test_pixel_labels_move_with_the_pixels_in_augmentation():
   label = (image[..., 0] % 4).astype(np.uint8)
   config = shapes_unet.get_config().data.augment
   config.crop_padding = 1
-  out = pipeline._augment({'image': image, 'label': label}, np.random.default_rng(0), config)  # pylint: disable=protected-access
+  out = pipeline._augment({'image': image, 'label': label}, np.random.default_rng(0),  # pylint: disable=protected-access
+                          pipeline._augmentations(config, spatial_rank=2))  # pylint: disable=protected-access
   assert out['image'].shape == image.shape and out['label'].shape == label.shape
   inside = out['image'][..., 0] > 0  # where the crop did not bring in zero padding
   np.testing.assert_array_equal(out['label'][inside], out['image'][..., 0][inside] % 4)

@@ -201,7 +201,7 @@ def load_run(workdir: str, step='latest', devices=None) -> Run:
   # gets the error that lists the steps left).
   for attempt in range(_ATTEMPTS):
     try:
-      with checkpoint.quiet():  # a read-only manager logs each option it overrides
+      with checkpoint.quiet():  # Orbax logs every step of a restore
         return _load(workdir, step, devices)
     except _Removed as removed:
       if attempt == _ATTEMPTS - 1:
@@ -218,10 +218,11 @@ class _Removed(Exception):
 
 
 def _unreadable(workdir: str, step: int, item: str, error: Exception) -> Exception:
-  if step not in checkpoint.complete_steps(workdir):
+  complete = checkpoint.complete_steps(workdir)
+  if step not in complete:
     return _Removed(item)
   return ValueError(f'The checkpoint {item} cannot be read ({checkpoint.first_line(error)}); it '
-                    f'may be damaged: open another step of {checkpoint.complete_steps(workdir)}.')
+                    f'may be damaged: open another step of {complete}.')
 
 
 def _load(workdir: str, step, devices) -> Run:

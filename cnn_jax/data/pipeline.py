@@ -43,28 +43,32 @@ def _normalize(images: np.ndarray, config: ml_collections.ConfigDict) -> np.ndar
   return (x - np.asarray(config.mean, np.float32)) / np.asarray(config.std, np.float32)
 
 
-def _augment(batch: dict, rng: np.random.Generator, config: ml_collections.ConfigDict) -> dict:
+def _augmentations(config: ml_collections.ConfigDict, spatial_rank: int) -> list:
+  """The random transforms ``config`` sets for examples with ``spatial_rank`` spatial axes, in the
+  order they apply; each maps (batch array, generator) to the batch array."""
+  transforms = []
+  if config.crop_padding:
+    transforms.append(functools.partial(augment.random_crop, padding=config.crop_padding))
+  if config.flip:
+    transforms.append(augment.random_flip)
+  if spatial_rank == 2 and (config.rotate_degrees or tuple(config.scale) != (1.0, 1.0)):
+    transforms.append(functools.partial(augment.random_affine, max_degrees=config.rotate_degrees,
+                                        scale_range=tuple(config.scale)))
+  if spatial_rank == 1 and config.shift:
+    transforms.append(functools.partial(augment.random_shift, max_shift=config.shift))
+  return transforms
+
+
+def _augment(batch: dict, rng: np.random.Generator, transforms: list) -> dict:
   x, labels = batch['image'], np.asarray(batch['label'])
   dense = labels.ndim > 1
   if dense:  # per-pixel labels ride along as one more channel, so they move with the pixels
     x = np.concatenate([x, labels[..., None].astype(x.dtype)], axis=-1)
-  spatial_rank = x.ndim - 2
-  if config.crop_padding:
-    x = augment.random_crop(x, rng, config.crop_padding)
-  if config.flip:
-    x = augment.random_flip(x, rng)
-  if spatial_rank == 2 and (config.rotate_degrees or tuple(config.scale) != (1.0, 1.0)):
-    x = augment.random_affine(x, rng, config.rotate_degrees, tuple(config.scale))
-  if spatial_rank == 1 and config.shift:
-    x = augment.random_shift(x, rng, config.shift)
+  for transform in transforms:
+    x = transform(x, rng)
   if dense:
     return {'image': x[..., :-1], 'label': x[..., -1].astype(labels.dtype)}
   return {**batch, 'image': x}
-
-
-def _augments(config: ml_collections.ConfigDict) -> bool:
-  return bool(config.crop_padding or config.flip or config.rotate_degrees or config.shift
-              or tuple(config.scale) != (1.0, 1.0))
 
 
 class _Positions:
@@ -161,8 +165,9 @@ def train_batches(source: Source, config: ml_collections.ConfigDict, mesh: Mesh,
     dataset = dataset.map(lambda batch: _stack([examples[int(i)] for i in start + batch]))
   else:  # each batch gathered from memory at once
     dataset = dataset.map(lambda batch: columns[start + batch])
-  if _augments(data.augment):  # a random generator per batch costs a small batch's share
-    dataset = dataset.random_map(functools.partial(_augment, config=data.augment),
+  transforms = _augmentations(data.augment, len(source_shape(source, data)) - 1)
+  if transforms:  # a random generator per batch costs a small batch's share of a step
+    dataset = dataset.random_map(functools.partial(_augment, transforms=transforms),
                                  seed=config.seed + 1)
   # Onto the devices in grain's threads too: its prefetch buffer holds batches ready to use.
   dataset = dataset.map(lambda b: _to_global({'image': _normalize(b['image'], data),

@@ -20,7 +20,6 @@ keeps it.
 
 import contextlib
 import contextvars
-import itertools
 import math
 from collections.abc import Iterator, Sequence
 
@@ -73,29 +72,33 @@ def form(impl: str, kernel_shape: Sequence[int], feature_group_count: int = 1,
   return 'xla'
 
 
+def _taps_along(x: jax.Array, axis: int, k: int, stride: int, step: int) -> list[jax.Array]:
+  """For each of a kernel's ``k`` taps along ``axis`` (``step`` apart), the slice of ``x`` it meets
+  at every output position along that axis. ``x`` is already padded."""
+  out = (x.shape[axis] - step * (k - 1) - 1) // stride + 1
+  return [lax.slice_in_dim(x, t * step, t * step + (out - 1) * stride + 1, stride, axis)
+          for t in range(k)]
+
+
 def _windows(x: jax.Array, window: Sequence[int], strides: Sequence[int],
-             dilation: Sequence[int]) -> Iterator[jax.Array]:
+             dilation: Sequence[int]) -> list[jax.Array]:
   """For every kernel tap (row-major over ``window``), the input values it meets at each output
-  position: [N, *S_out, C]. ``x`` is already padded."""
-  n, *size, c = x.shape
-  out = [(s - d * (k - 1) - 1) // st + 1 for s, k, st, d in zip(size, window, strides, dilation)]
-  for tap in itertools.product(*(range(k) for k in window)):
-    start = [t * d for t, d in zip(tap, dilation)]
-    limit = [b + (o - 1) * st + 1 for b, o, st in zip(start, out, strides)]
-    yield lax.slice(x, (0, *start, 0), (n, *limit, c), (1, *strides, 1))
+  position: [N, *S_out, C]."""
+  taps = [x]
+  for axis, (k, stride, step) in enumerate(zip(window, strides, dilation), start=1):
+    taps = [part for tap in taps for part in _taps_along(tap, axis, k, stride, step)]
+  return taps
 
 
 def _patches(x: jax.Array, window: Sequence[int], strides: Sequence[int],
              dilation: Sequence[int]) -> jax.Array:
   """The windows of every kernel tap side by side: [N, *S_out, prod(window) * C], columns in the
-  kernel's (*window, C) order. ``x`` is already padded."""
+  kernel's (*window, C) order."""
   # One spatial dim at a time, the last first (its taps become the innermost columns): a few
   # concatenations of wide slices copy faster on CPUs than one of a narrow slice per tap.
   for axis in reversed(range(1, len(window) + 1)):
-    k, stride, step = window[axis - 1], strides[axis - 1], dilation[axis - 1]
-    out = (x.shape[axis] - step * (k - 1) - 1) // stride + 1
-    x = jnp.concatenate([lax.slice_in_dim(x, t * step, t * step + (out - 1) * stride + 1, stride,
-                                          axis) for t in range(k)], axis=-1)
+    x = jnp.concatenate(_taps_along(x, axis, window[axis - 1], strides[axis - 1],
+                                    dilation[axis - 1]), axis=-1)
   return x
 
 

@@ -69,12 +69,6 @@ def manager(workdir: str, config: ml_collections.ConfigDict | None = None,
   The metric of every save is written beside it (Orbax does so only when ``best_fn`` is set), so
   `best_step()` stays right across restarts and processes.
   """
-  # Orbax splits a replicated array's write among its replicas so that hosts share it; within one
-  # process that only costs an eager slice per array and device, compiled anew at every launch.
-  with quiet():  # Orbax warns at every override
-    ocp.type_handlers.register_type_handler(
-        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=jax.process_count() > 1),
-        override=True)
   ckpt = config.checkpoint if config is not None else None
   best = dict(best_fn=ranking(ckpt.best_metric, ckpt.best_mode), best_mode='max') if (
       ckpt is not None and ckpt.best_metric) else {}
@@ -82,6 +76,12 @@ def manager(workdir: str, config: ml_collections.ConfigDict | None = None,
     with quiet():  # Orbax logs each option that read-only overrides, at every launch
       return ocp.CheckpointManager(directory(workdir), options=ocp.CheckpointManagerOptions(
           read_only=True, enable_async_checkpointing=False, **best))
+  # Orbax splits a replicated array's write among its replicas so that hosts share it; within one
+  # process that only costs an eager slice per array and device, compiled anew at every launch.
+  with quiet():  # Orbax warns at every override
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=jax.process_count() > 1),
+        override=True)
   keep = [policies.LatestN(n=ckpt.keep)]
   if best:
     keep.append(policies.BestN(get_metric_fn=best['best_fn'], n=1,

@@ -243,7 +243,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         f'{checkpoint.directory(workdir)} is kept and a rerun resumes from it; lower '
         'config.optim.lr, add config.optim.clip_norm, or check the inputs.')
 
-  eval_metrics, pending, last_log = {}, [], (time.time(), start_step)
+  started = time.time()
+  eval_metrics, pending, last_log = {}, [], (started, start_step)
   unconfirmed = None  # the step of a save not yet confirmed complete on disk
   try:
     # The logs close inside the try: a close that cannot flush is a failed write like any other.
@@ -253,7 +254,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         pending.append(logs)
         if step == start_step:  # compiling is part of the first step: say what it cost
           jax.block_until_ready(logs)
-          logging.info('First step done in %.1f s (compiling included).', time.time() - last_log[0])
+          logging.info('First step done in %.1f s (compiling included).', time.time() - started)
         done = step + 1
         synced = done % sync_every == 0
         if synced:
