@@ -53,9 +53,40 @@ def _peak_memory_bytes(device=None) -> int:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _resident_bytes() -> int:
+  """The process's memory now (Linux), or its peak where there is no /proc."""
+  try:
+    with open('/proc/self/statm', encoding='ascii') as statm:
+      return int(statm.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+  except OSError:
+    return _peak_memory_bytes()
+
+
+def _steady_step_s(step, steps: int, quiet: int = 3, most: int = 15) -> float:
+  """The median seconds of ``steps`` calls of ``step``, timed once ``quiet`` calls in a row grew
+  the process by less than 4 MiB (at most ``most`` warm-up calls). A step that grows it waits for
+  the kernel to hand out and zero fresh pages: on this VM about 2 s of ResNet-18's 4 s step, in
+  2-4 of its first 6 steps (growth can pause for two steps and resume), which is start-up, not
+  throughput."""
+  step()
+  still = 0
+  for _ in range(most):
+    before = _resident_bytes()
+    step()
+    still = still + 1 if _resident_bytes() - before < 2**22 else 0
+    if still == quiet:
+      break
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
 def _run_train_step(config, mesh, shape: tuple, classes: int, batch: dict, steps: int):
   """cnn_jax's own train step for ``config``, compiled for ``batch`` in the config's convolution
-  form, run once to warm up, then timed one step at a time (which also avoids the CPU collective
+  form, warmed up, then timed one step at a time (which also avoids the CPU collective
   trap). Returns (model, state, compiled step, compile seconds, median step seconds)."""
   import jax  # pylint: disable=g-import-not-at-top
   from cnn_jax.layers.convolve import use  # pylint: disable=g-import-not-at-top
@@ -72,15 +103,13 @@ def _run_train_step(config, mesh, shape: tuple, classes: int, batch: dict, steps
     start = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - start
-  state, logs = compiled(state, batch)
-  jax.block_until_ready(logs)
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
+
+  def step():
+    nonlocal state
     state, logs = compiled(state, batch)
     jax.block_until_ready(logs)
-    times.append(time.perf_counter() - start)
-  return model, state, compiled, compile_s, statistics.median(times)
+
+  return model, state, compiled, compile_s, _steady_step_s(step, steps)
 
 
 def jax_worker(name: str, devices: int, conv_impl: str, dtype: str, steps: int) -> dict:
@@ -146,14 +175,7 @@ def torch_worker(name: str, layout: str, amp: str, steps: int) -> dict:
     if cuda:
       torch.cuda.synchronize()
 
-  for _ in range(2):
-    step()
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - start)
-  step_s = statistics.median(times)
+  step_s = _steady_step_s(step, steps)
   memory = torch.cuda.max_memory_allocated() if cuda else _peak_memory_bytes()
   return {'framework': 'torch', 'layout': layout, 'dtype': amp, 'threads': torch.get_num_threads(),
           'params': torch_twins.parameter_count(model), 'step_s': round(step_s, 5),

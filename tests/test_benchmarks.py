@@ -37,3 +37,22 @@ def test_the_compile_benchmark_times_a_launch_to_its_first_step(tmp_path, data_d
                        capture_output=True, text=True, timeout=300, check=True)
   whole = time.perf_counter() - start
   assert 0 < bench._first_step_s(out.stderr, launched) < whole  # pylint: disable=protected-access
+
+
+def test_steps_are_timed_once_memory_stopped_growing():
+  """A step that grows the process for its first 4 calls (64 MiB of fresh pages each): 3 quiet
+  calls follow them before the 2 timed ones."""
+  code = '''
+import numpy as np
+from benchmarks import run
+kept, calls = [], []
+def step():
+  calls.append(1)
+  if len(calls) <= 4:
+    kept.append(np.ones(2**24, np.float32))
+run._steady_step_s(step, 2)
+print(len(calls))
+'''
+  out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True,
+                       timeout=120, check=True)
+  assert int(out.stdout.split()[-1]) == 4 + 3 + 2

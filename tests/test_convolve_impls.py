@@ -1,5 +1,6 @@
 """Every form of `convolve` computes the native convolution: values and gradients, in 1-D, 2-D
-and 3-D, with strides, dilation, any padding (cropping too), depthwise and grouped kernels."""
+and 3-D, with strides, dilation, any padding (cropping too), depthwise and grouped kernels; the
+'mixed' form's own backward pass too."""
 
 import flax.linen as nn
 import jax
@@ -25,10 +26,24 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize('shape,kernel_shape,strides,padding,dilation,groups,expected', CASES)
-def test_matmul_forms_equal_the_native_convolution(shape, kernel_shape, strides, padding,
-                                                   dilation, groups, expected):
-  assert convolve_module.form('matmul', kernel_shape, groups) == expected
+# 2-D float32 kernels with more than 16 channels in or out, which 'mixed' runs its own way: unit
+# strides (input gradient as a flipped convolution), with dilation and cropping, and strided
+# (input gradient through the patches).
+MIXED_CASES = [
+    ((2, 9, 8, 20), (3, 3, 20, 24), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, 'mixed'),
+    ((2, 10, 9, 17), (3, 2, 17, 5), (1, 1), ((2, 0), (-1, 1)), (2, 1), 1, 'mixed'),
+    ((2, 11, 10, 3), (5, 3, 3, 32), (2, 3), ((2, 1), (1, 1)), (1, 1), 1, 'mixed'),
+    # LeNet-5's C5: its input gradient, a 5x5 window over a 1x1 map, goes through the patches.
+    ((2, 5, 5, 16), (5, 5, 16, 24), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, 'mixed'),
+]
+
+
+@pytest.mark.parametrize('shape,kernel_shape,strides,padding,dilation,groups,expected,impl',
+                         [(*case, 'matmul') for case in CASES] +
+                         [(*case, 'mixed') for case in MIXED_CASES])
+def test_every_form_equals_the_native_convolution(shape, kernel_shape, strides, padding,
+                                                  dilation, groups, expected, impl):
+  assert convolve_module.form(impl, kernel_shape, groups) == expected
   rng = np.random.default_rng(len(shape) + sum(kernel_shape))
   x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
   kernel = jnp.asarray(rng.standard_normal(kernel_shape), jnp.float32)
@@ -41,14 +56,24 @@ def test_matmul_forms_equal_the_native_convolution(shape, kernel_shape, strides,
     (_, y), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(x, kernel)
     return y, grads
 
-  (y_ref, (dx_ref, dk_ref)), (y, (dx, dk)) = run('xla'), run('matmul')
+  (y_ref, (dx_ref, dk_ref)), (y, (dx, dk)) = run('xla'), run(impl)
   assert y.shape == y_ref.shape
   for got, want in ((y, y_ref), (dx, dx_ref), (dk, dk_ref)):
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
 
 
-def test_auto_is_matmul_on_cpu_and_xla_elsewhere_and_transposes_stay_native():
+def test_auto_is_mixed_on_cpu_and_xla_elsewhere_and_transposes_stay_native():
+  assert convolve_module.form('auto', (3, 3, 4, 32), platform='cpu') == 'mixed'
+  # What YNNPACK does not take stays im2col: few channels, bfloat16, 1-D and 3-D kernels.
   assert convolve_module.form('auto', (3, 3, 4, 8), platform='cpu') == 'patches'
+  assert convolve_module.form('mixed', (3, 3, 32, 32), dtype=jnp.bfloat16) == 'patches'
+  assert convolve_module.form('mixed', (3, 32, 32)) == 'patches'
+  assert convolve_module.form('mixed', (3, 3, 3, 32, 32)) == 'patches'
+  assert convolve_module.form('mixed', (1, 1, 32, 32)) == 'dense'
+  # ... nor a window or an output larger than the input.
+  assert convolve_module.form('mixed', (5, 5, 16, 120), sizes=((5, 5), (1, 1))) == 'mixed'
+  assert convolve_module.form('mixed', (5, 5, 16, 120), sizes=((4, 4), (1, 1))) == 'patches'
+  assert convolve_module.form('mixed', (3, 3, 32, 32), sizes=((2, 2), (4, 4))) == 'patches'
   assert convolve_module.form('auto', (3, 3, 4, 8), platform='gpu') == 'xla'
   assert convolve_module.form('auto', (3, 3, 1, 8), 8, platform='tpu') == 'xla'
   assert convolve_module.form('matmul', (3, 3, 4, 8), input_dilation=(2, 2)) == 'xla'
@@ -75,9 +100,13 @@ def test_the_form_is_chosen_per_layer_or_for_a_block():
       pass
 
 
-def test_a_whole_model_trains_the_same_in_every_form():
-  model = models.get_model('mobilenet_v1', num_classes=5, width_multiplier=0.25)
-  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 32, 32, 3)), jnp.float32)
+@pytest.mark.parametrize('name,kwargs,shape', [
+    ('mobilenet_v1', {'width_multiplier': 0.25}, (2, 32, 32, 3)),  # 1x1 and depthwise
+    ('simple_cnn', {'widths': (32, 64)}, (2, 8, 8, 1)),  # 3x3 with 32 and 64 channels: 'mixed'
+])
+def test_a_whole_model_trains_the_same_in_every_form(name, kwargs, shape):
+  model = models.get_model(name, num_classes=5, **kwargs)
+  x = jnp.asarray(np.random.default_rng(0).standard_normal(shape), jnp.float32)
   variables = model.init(jax.random.key(0), x)
 
   def grads(impl):
@@ -87,5 +116,7 @@ def test_a_whole_model_trains_the_same_in_every_form():
     with convolve_module.use(impl):
       return jax.jit(jax.grad(loss))(variables['params'])
 
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
-                         grads('matmul'), grads('xla'))
+  want = grads('xla')
+  for impl in ('matmul', 'mixed'):
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                           grads(impl), want)

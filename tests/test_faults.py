@@ -279,7 +279,8 @@ def test_one_run_per_workdir_and_a_killed_run_leaves_no_stale_lock(tmp_path, dat
     ('eval_every', -1, 'config.eval_every=-1'),
     ('ema_decay', 1.0, 'expected a value >= 0 and < 1'),
     ('resume', 'always', "config.resume='always'"),
-    ('conv_impl', 'fast', "config.conv_impl='fast': expected one of ('auto', 'xla', 'matmul')"),
+    ('conv_impl', 'fast',
+     "config.conv_impl='fast': expected one of ('auto', 'xla', 'matmul', 'mixed')"),
     ('compute_dtype', 'float8', "config.compute_dtype='float8': expected one of"),
 ])
 def test_every_numeric_field_is_checked_before_any_work(field, value, message, tmp_path):

@@ -304,7 +304,8 @@ def test_bfloat16_default_experiment_reaches_the_float32_accuracy(tmp_path, data
     config.data.data_dir, config.compute_dtype = data_dir, dtype
     accuracy[dtype] = loop.train_and_evaluate(config, str(tmp_path / dtype))['accuracy']
   assert accuracy['float32'] >= 0.98
-  assert abs(accuracy['bfloat16'] - accuracy['float32']) <= 0.005, accuracy
+  # At most 2 of the 400 test digits fewer (more is fine: rounding can help as well as hurt).
+  assert round(400 * (accuracy['float32'] - accuracy['bfloat16'])) <= 2, accuracy
 
 
 def test_float16_resumes_and_refuses_a_resume_in_another_precision(tmp_path, data_dir):

@@ -76,7 +76,8 @@ class Conv(nn.Module):
     precision: XLA precision of the convolution.
     kernel_init: kernel initializer, shape [*kernel_size, C/groups, features].
     bias_init: bias initializer.
-    conv_impl: how to compute it, 'auto' | 'xla' | 'matmul' (see `cnn_jax.layers.convolve`);
+    conv_impl: how to compute it, 'auto' | 'xla' | 'matmul' | 'mixed' (see
+      `cnn_jax.layers.convolve`);
       None: the form in force where the model is traced (``config.conv_impl`` in training).
   """
   features: int

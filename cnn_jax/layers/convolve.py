@@ -10,7 +10,15 @@ computes the same maths in one of several forms:
   copies of the input scaled per channel. On CPUs these run on XLA's multi-threaded matrix
   product and fused element-wise loops, where its native convolution uses one core (and its
   grouped convolution is slower still). Transposed and partially grouped convolutions stay 'xla'.
-* ``'auto'`` (default): 'matmul' on CPUs, 'xla' on GPUs and TPUs.
+* ``'mixed'``: 'matmul', except for 2-D float32 convolutions with more than 16 input or output
+  channels: these run forward, and backward to their input, as XLA's native convolution, which
+  XLA's CPU backend hands to YNNPACK's direct multi-threaded kernels (the input's gradient as a
+  forward convolution with the kernel flipped, so that YNNPACK takes it; a strided one's is the
+  patches' transpose), and backward to the kernel as the patches' matrix product, the one
+  gradient YNNPACK does not compute. Its backward pass is its own (`jax.custom_vjp`): reverse
+  mode only, so forward-mode derivatives (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) need 'matmul'
+  or 'xla'.
+* ``'auto'`` (default): 'mixed' on CPUs, 'xla' on GPUs and TPUs.
 
 The form is chosen per call (``convolve(..., impl=)``, the ``conv_impl`` field of `Conv` and
 `DepthwiseConv`) or for everything traced inside ``with convolve.use(impl):`` (the training loop
@@ -20,6 +28,7 @@ keeps it.
 
 import contextlib
 import contextvars
+import functools
 import math
 from collections.abc import Iterator, Sequence
 
@@ -27,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-IMPLS = ('auto', 'xla', 'matmul')
+IMPLS = ('auto', 'xla', 'matmul', 'mixed')
 _default = contextvars.ContextVar('conv_impl', default='auto')
 
 
@@ -56,20 +65,34 @@ def _dimension_numbers(rank: int) -> lax.ConvDimensionNumbers:
 
 
 def form(impl: str, kernel_shape: Sequence[int], feature_group_count: int = 1,
-         input_dilation: Sequence[int] | None = None, platform: str | None = None) -> str:
-  """Which computation `convolve` runs: 'xla', 'dense' (1x1), 'patches' (im2col) or 'shifts'
-  (depthwise)."""
+         input_dilation: Sequence[int] | None = None, platform: str | None = None,
+         dtype: jnp.dtype = jnp.float32, sizes: tuple[Sequence[int], Sequence[int]] | None = None
+         ) -> str:
+  """Which computation `convolve` runs: 'xla', 'dense' (1x1), 'patches' (im2col), 'shifts'
+  (depthwise) or 'mixed' (see the module docstring). ``sizes``: the (input, output) spatial
+  sizes, where known."""
   _check(impl)
   if impl == 'auto':
-    impl = 'matmul' if (platform or jax.default_backend()) == 'cpu' else 'xla'
+    impl = 'mixed' if (platform or jax.default_backend()) == 'cpu' else 'xla'
   if impl == 'xla' or (input_dilation and any(d > 1 for d in input_dilation)):
     return 'xla'
   *window, per_group, features = kernel_shape
   if feature_group_count == 1:
-    return 'dense' if math.prod(window) == 1 else 'patches'
+    if math.prod(window) == 1:
+      return 'dense'
+    # What XLA's CPU backend gives YNNPACK; it runs any other convolution on one core itself.
+    direct = (len(window) == 2 and dtype == jnp.float32 and max(per_group, features) > 16 and
+              (sizes is None or _direct_takes(window, *sizes)))
+    return 'mixed' if impl == 'mixed' and direct else 'patches'
   if per_group == 1 and features == feature_group_count:
     return 'shifts'
   return 'xla'
+
+
+def _direct_takes(window: Sequence[int], sizes: Sequence[int], out_sizes: Sequence[int]) -> bool:
+  """Whether YNNPACK takes a convolution of this window from inputs of ``sizes`` to outputs of
+  ``out_sizes``: neither the window nor the output larger than the (unpadded) input."""
+  return all(k <= n and m <= n for k, n, m in zip(window, sizes, out_sizes))
 
 
 def _taps_along(x: jax.Array, axis: int, k: int, stride: int, step: int) -> list[jax.Array]:
@@ -117,22 +140,81 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
     input_dilation: spacing inserted between input elements (transposed convolution), default 1.
     feature_group_count: number of channel groups (C for a depthwise convolution).
     precision: passed to XLA.
-    impl: 'auto', 'xla' or 'matmul' (see the module docstring); default: the one in `use`.
+    impl: 'auto', 'xla', 'matmul' or 'mixed' (see the module docstring); default: the one in
+      `use`.
   """
   rank = kernel.ndim - 2
-  computation = form(impl or _default.get(), kernel.shape, feature_group_count, input_dilation)
+  strides, dilation = tuple(strides), tuple(kernel_dilation)
+  padding = tuple((lo, hi) for lo, hi in padding)
+  window, sizes = kernel.shape[:rank], x.shape[1:-1]
+  out_sizes = [(n + lo + hi - d * (k - 1) - 1) // s + 1
+               for n, (lo, hi), k, d, s in zip(sizes, padding, window, dilation, strides)]
+  computation = form(impl or _default.get(), kernel.shape, feature_group_count, input_dilation,
+                     dtype=jnp.result_type(x, kernel), sizes=(sizes, out_sizes))
   if computation == 'xla':
     return lax.conv_general_dilated(
-        x, kernel, window_strides=tuple(strides), padding=tuple(padding),
-        lhs_dilation=tuple(input_dilation) if input_dilation else None,
-        rhs_dilation=tuple(kernel_dilation), dimension_numbers=_dimension_numbers(rank),
-        feature_group_count=feature_group_count, precision=precision)
-  zero = jnp.zeros((), x.dtype)
-  x = lax.pad(x, zero, ((0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)))
-  window = kernel.shape[:rank]
-  # Rows: (tap, input channel) in the order of the taps side by side; columns: output channels.
-  matrix = kernel.reshape(-1, kernel.shape[-1])
+        x, kernel, window_strides=strides, padding=padding,
+        lhs_dilation=tuple(input_dilation) if input_dilation else None, rhs_dilation=dilation,
+        dimension_numbers=_dimension_numbers(rank), feature_group_count=feature_group_count,
+        precision=precision)
+  if computation == 'mixed':
+    return _mixed(x, kernel, strides, padding, dilation, precision)
   if computation == 'shifts':  # one input channel per output channel: a row per tap
-    return sum(tap * row for tap, row in zip(_windows(x, window, strides, kernel_dilation), matrix))
-  patches = _patches(x, window, strides, kernel_dilation)
-  return lax.dot_general(patches, matrix, (((rank + 1,), (0,)), ((), ())), precision=precision)
+    rows = kernel.reshape(-1, kernel.shape[-1])
+    return sum(tap * row for tap, row in
+               zip(_windows(_pad(x, padding), window, strides, dilation), rows))
+  return _patch_product(x, kernel, strides, padding, dilation, precision)
+
+
+def _pad(x: jax.Array, padding: Sequence[tuple[int, int]]) -> jax.Array:
+  return lax.pad(x, jnp.zeros((), x.dtype),
+                 ((0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)))
+
+
+def _patch_product(x, kernel, strides, padding, dilation, precision) -> jax.Array:
+  """im2col: the patches times the kernel as a matrix, whose rows are (tap, input channel) in the
+  order of the taps side by side."""
+  rank = kernel.ndim - 2
+  patches = _patches(_pad(x, padding), kernel.shape[:rank], strides, dilation)
+  return lax.dot_general(patches, kernel.reshape(-1, kernel.shape[-1]),
+                         (((rank + 1,), (0,)), ((), ())), precision=precision)
+
+
+def _native(x, kernel, strides, padding, dilation, precision) -> jax.Array:
+  return lax.conv_general_dilated(x, kernel, window_strides=strides, padding=padding,
+                                  rhs_dilation=dilation, precision=precision,
+                                  dimension_numbers=_dimension_numbers(kernel.ndim - 2))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _mixed(x, kernel, strides, padding, dilation, precision) -> jax.Array:
+  return _native(x, kernel, strides, padding, dilation, precision)
+
+
+def _mixed_forward(x, kernel, strides, padding, dilation, precision):
+  return _native(x, kernel, strides, padding, dilation, precision), (x, kernel)
+
+
+def _mixed_backward(strides, padding, dilation, precision, residuals, dy):
+  x, kernel = residuals
+  rank = kernel.ndim - 2
+  window = kernel.shape[:rank]
+  if all(s == 1 for s in strides) and _direct_takes(window, dy.shape[1:-1], x.shape[1:-1]):
+    # XLA's own transpose reverses the window, which YNNPACK does not take: flip the kernel here.
+    spans = [d * (k - 1) for k, d in zip(window, dilation)]
+    dx = _native(dy, jnp.flip(kernel, tuple(range(rank))).swapaxes(-1, -2), strides,
+                 tuple((span - lo, span - hi) for span, (lo, hi) in zip(spans, padding)),
+                 dilation, precision)
+  else:  # a strided one's needs a dilated input, which YNNPACK does not take either
+    _, transpose = jax.vjp(lambda x: _patch_product(x, kernel, strides, padding, dilation,
+                                                    precision), x)
+    dx, = transpose(dy)
+  patches = _patches(_pad(x, padding), window, strides, dilation)
+  # dy's transpose times the patches, not the patches' transpose times dy: 5-20% faster on CPUs.
+  dkernel = lax.dot_general(dy.reshape(-1, dy.shape[-1]),
+                            patches.reshape(-1, patches.shape[-1]), (((0,), (0,)), ((), ())),
+                            precision=precision)
+  return dx, dkernel.T.reshape(kernel.shape)
+
+
+_mixed.defvjp(_mixed_forward, _mixed_backward)
