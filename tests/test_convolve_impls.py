@@ -74,6 +74,10 @@ def test_auto_is_mixed_on_cpu_and_xla_elsewhere_and_transposes_stay_native():
   assert convolve_module.form('mixed', (5, 5, 16, 120), sizes=((5, 5), (1, 1))) == 'mixed'
   assert convolve_module.form('mixed', (5, 5, 16, 120), sizes=((4, 4), (1, 1))) == 'patches'
   assert convolve_module.form('mixed', (3, 3, 32, 32), sizes=((2, 2), (4, 4))) == 'patches'
+  # A transposed convolution's sizes are those of its dilated input (2 -> 4 here, output 2).
+  y = convolve(jnp.ones((1, 2, 2, 20)), jnp.ones((3, 3, 20, 20)), strides=(1, 1),
+               padding=((0, 0), (0, 0)), kernel_dilation=(1, 1), input_dilation=(3, 3))
+  assert y.shape == (1, 2, 2, 20)
   assert convolve_module.form('auto', (3, 3, 4, 8), platform='gpu') == 'xla'
   assert convolve_module.form('auto', (3, 3, 1, 8), 8, platform='tpu') == 'xla'
   assert convolve_module.form('matmul', (3, 3, 4, 8), input_dilation=(2, 2)) == 'xla'

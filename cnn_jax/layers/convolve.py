@@ -8,8 +8,9 @@ computes the same maths in one of several forms:
   windows of every kernel tap side by side ("patches"), times the kernel as a matrix; a 1x1 kernel
   is a plain matrix product; a depthwise kernel, whose channels never mix, is a sum of shifted
   copies of the input scaled per channel. On CPUs these run on XLA's multi-threaded matrix
-  product and fused element-wise loops, where its native convolution uses one core (and its
-  grouped convolution is slower still). Transposed and partially grouped convolutions stay 'xla'.
+  product and fused element-wise loops, where its native convolution, except the forward 2-D ones
+  YNNPACK takes (see 'mixed'), uses one core (and its grouped convolution is slower still).
+  Transposed and partially grouped convolutions stay 'xla'.
 * ``'mixed'``: 'matmul', except for 2-D float32 convolutions with more than 16 input or output
   channels: these run forward, and backward to their input, as XLA's native convolution, which
   XLA's CPU backend hands to YNNPACK's direct multi-threaded kernels (the input's gradient as a
@@ -35,6 +36,8 @@ from collections.abc import Iterator, Sequence
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from cnn_jax import arithmetic
 
 IMPLS = ('auto', 'xla', 'matmul', 'mixed')
 _default = contextvars.ContextVar('conv_impl', default='auto')
@@ -81,9 +84,9 @@ def form(impl: str, kernel_shape: Sequence[int], feature_group_count: int = 1,
     if math.prod(window) == 1:
       return 'dense'
     # What XLA's CPU backend gives YNNPACK; it runs any other convolution on one core itself.
-    direct = (len(window) == 2 and dtype == jnp.float32 and max(per_group, features) > 16 and
-              (sizes is None or _direct_takes(window, *sizes)))
-    return 'mixed' if impl == 'mixed' and direct else 'patches'
+    direct = (impl == 'mixed' and len(window) == 2 and dtype == jnp.float32 and
+              max(per_group, features) > 16 and (sizes is None or _direct_takes(window, *sizes)))
+    return 'mixed' if direct else 'patches'
   if per_group == 1 and features == feature_group_count:
     return 'shifts'
   return 'xla'
@@ -146,17 +149,15 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
   rank = kernel.ndim - 2
   strides, dilation = tuple(strides), tuple(kernel_dilation)
   padding = tuple((lo, hi) for lo, hi in padding)
-  window, sizes = kernel.shape[:rank], x.shape[1:-1]
-  out_sizes = [(n + lo + hi - d * (k - 1) - 1) // s + 1
-               for n, (lo, hi), k, d, s in zip(sizes, padding, window, dilation, strides)]
+  input_dilation = tuple(input_dilation or (1,) * rank)
+  window = kernel.shape[:rank]
+  sizes = tuple((n - 1) * d + 1 for n, d in zip(x.shape[1:-1], input_dilation))
+  out_sizes = arithmetic.conv_output_shape(sizes, window, strides, padding, dilation)
   computation = form(impl or _default.get(), kernel.shape, feature_group_count, input_dilation,
                      dtype=jnp.result_type(x, kernel), sizes=(sizes, out_sizes))
   if computation == 'xla':
-    return lax.conv_general_dilated(
-        x, kernel, window_strides=strides, padding=padding,
-        lhs_dilation=tuple(input_dilation) if input_dilation else None, rhs_dilation=dilation,
-        dimension_numbers=_dimension_numbers(rank), feature_group_count=feature_group_count,
-        precision=precision)
+    return _native(x, kernel, strides, padding, dilation, precision, input_dilation,
+                   feature_group_count)
   if computation == 'mixed':
     return _mixed(x, kernel, strides, padding, dilation, precision)
   if computation == 'shifts':  # one input channel per output channel: a row per tap
@@ -180,10 +181,12 @@ def _patch_product(x, kernel, strides, padding, dilation, precision) -> jax.Arra
                          (((rank + 1,), (0,)), ((), ())), precision=precision)
 
 
-def _native(x, kernel, strides, padding, dilation, precision) -> jax.Array:
-  return lax.conv_general_dilated(x, kernel, window_strides=strides, padding=padding,
-                                  rhs_dilation=dilation, precision=precision,
-                                  dimension_numbers=_dimension_numbers(kernel.ndim - 2))
+def _native(x, kernel, strides, padding, dilation, precision, input_dilation=None,
+            feature_group_count=1) -> jax.Array:
+  return lax.conv_general_dilated(
+      x, kernel, window_strides=strides, padding=padding, lhs_dilation=input_dilation,
+      rhs_dilation=dilation, dimension_numbers=_dimension_numbers(kernel.ndim - 2),
+      feature_group_count=feature_group_count, precision=precision)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
