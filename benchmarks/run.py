@@ -5,8 +5,8 @@ run.
   ./launch.sh bench --only=train_step --rounds=3 --out=bench.json
 
 * ``train_step``: cnn_jax's own jitted train step (examples/s, compile seconds, achieved FLOP/s
-  (XLA's cost analysis on CPUs; on GPUs, where it cannot see into cuDNN, the model's own count)
-  and its fraction of the same run's matmul peak, peak memory) against
+  (the model's own count of multiply-adds) and its fraction of the same run's matmul peak, peak
+  memory) against
   a PyTorch eager twin of each model with the same parameter count (NCHW and channels_last; on
   GPUs also bfloat16 autocast), at batch 128. Every configuration runs in its own process (device
   counts and thread pools are fixed at start-up), all of them once per round, in turn; a
@@ -109,7 +109,8 @@ def _run_train_step(config, mesh, shape: tuple, classes: int, batch: dict, steps
     state, logs = compiled(state, batch)
     jax.block_until_ready(logs)
 
-  return model, state, compiled, compile_s, _steady_step_s(step, steps)
+  step_s = _steady_step_s(step, steps)  # before `state` is read: the steps donate it
+  return model, state, compiled, compile_s, step_s
 
 
 def jax_worker(name: str, devices: int, conv_impl: str, dtype: str, steps: int) -> dict:
@@ -134,17 +135,18 @@ def jax_worker(name: str, devices: int, conv_impl: str, dtype: str, steps: int) 
                                                               steps)
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
-  # XLA's count is of one device's program, which every device runs; it cannot see inside
-  # library calls (cuDNN convolutions on GPUs), so the model's own count is given too: a
-  # training step is three forward passes' worth of multiply-adds, two FLOPs each.
+  # The rate is of the model's own count: a training step is three forward passes' worth of
+  # multiply-adds, two FLOPs each. XLA's count (of one device's program, which every device runs)
+  # sees neither into library calls (cuDNN) nor past a loop's first trip (the CPU kernel
+  # gradient's loop over batch chunks); it is kept beside it.
   xla_flops = float(cost.get('flops', 0.0)) * devices
   model_flops = 6 * batch_size * arithmetic.summarize(model, (1, *shape), print_fn=None).total_macs
-  flops = xla_flops if jax.default_backend() == 'cpu' else model_flops
   return {'framework': 'cnn_jax', 'devices': devices, 'conv_impl': conv_impl, 'dtype': dtype,
           'params': sum(x.size for x in jax.tree_util.tree_leaves(state.params)),
           'compile_s': round(compile_s, 2), 'step_s': round(step_s, 5),
           'examples_per_s': round(batch_size / step_s, 1), 'xla_flops_per_step': xla_flops,
-          'model_flops_per_step': model_flops, 'achieved_gflops': round(flops / step_s / 1e9, 1),
+          'model_flops_per_step': model_flops,
+          'achieved_gflops': round(model_flops / step_s / 1e9, 1),
           'peak_memory_mib': round(_peak_memory_bytes(jax.devices()[0]) / 2**20)}
 
 

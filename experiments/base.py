@@ -22,7 +22,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.compute_dtype = 'float32' # bfloat16 | float16: activations and convolutions in it;
                                    # parameters, optimizer, BatchNorm statistics and loss float32
   config.conv_impl = 'auto'        # xla | matmul (im2col, 1x1 as a product, depthwise as shifts)
-                                   # | mixed (matmul, but XLA's convolution where YNNPACK takes it);
+                                   # | mixed (matmul, but XLA's convolution where YNNPACK takes it
+                                   # and CPU-tuned backward passes);
                                    # auto: mixed on CPUs, xla on GPUs and TPUs
   config.resume = 'auto'           # auto: continue the workdir's run if compatible, else refuse
                                    # restart: archive the workdir's run, start afresh

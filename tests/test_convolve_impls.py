@@ -12,6 +12,7 @@ from cnn_jax import layers as L
 from cnn_jax import models
 from cnn_jax.layers import convolve as convolve_module
 from cnn_jax.layers.convolve import convolve
+from cnn_jax.train import parallel
 
 # (input shape, kernel shape, strides, padding, dilation, groups, the form 'matmul' takes)
 CASES = [
@@ -35,6 +36,11 @@ MIXED_CASES = [
     ((2, 11, 10, 3), (5, 3, 3, 32), (2, 3), ((2, 1), (1, 1)), (1, 1), 1, 'mixed'),
     # LeNet-5's C5: its input gradient, a 5x5 window over a 1x1 map, goes through the patches.
     ((2, 5, 5, 16), (5, 5, 16, 24), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, 'mixed'),
+    # Depthwise kernels, whose kernel gradient is one pass over every tap: unit strides (input
+    # gradient as a flipped convolution) with cropping, strided, causal and dilated in 1-D.
+    ((2, 9, 8, 6), (3, 3, 1, 6), (1, 1), ((1, 2), (-1, 1)), (1, 2), 6, 'mixed_shifts'),
+    ((2, 9, 9, 6), (3, 3, 1, 6), (2, 2), ((1, 1), (1, 1)), (1, 1), 6, 'mixed_shifts'),
+    ((2, 10, 5), (5, 1, 5), (1,), ((4, 0),), (2,), 5, 'mixed_shifts'),
 ]
 
 
@@ -83,6 +89,30 @@ def test_auto_is_mixed_on_cpu_and_xla_elsewhere_and_transposes_stay_native():
   assert convolve_module.form('matmul', (3, 3, 4, 8), input_dilation=(2, 2)) == 'xla'
   with pytest.raises(ValueError, match="conv_impl='fast': expected one of"):
     convolve_module.form('fast', (3, 3, 4, 8))
+
+
+def test_the_kernel_gradient_is_summed_over_chunks_of_each_devices_batch(monkeypatch):
+  """'mixed' builds a kernel gradient's patches a chunk of the batch at a time, each device on the
+  examples it holds: the gradient is XLA's, and no device gathers the others' examples for it."""
+  monkeypatch.setattr(convolve_module, '_CACHED', 1)  # one example per chunk
+  mesh = parallel.make_mesh()
+  rng = np.random.default_rng(0)
+  kernel = jnp.asarray(rng.standard_normal((3, 3, 20, 24)), jnp.float32)
+
+  def grad(impl):
+    def loss(x, kernel):
+      y = convolve(x, kernel, strides=(1, 1), padding=((1, 1), (0, 1)), kernel_dilation=(1, 1),
+                   impl=impl)
+      return jnp.sum(jnp.sin(y))
+    return jax.jit(jax.grad(loss, argnums=1))
+
+  # 3 examples on each of 4 devices; 6 examples do not split 4 ways: one loop over all of them.
+  for batch, sharding in ((12, parallel.batch_sharded(mesh)), (6, parallel.replicated(mesh))):
+    x = jax.device_put(rng.standard_normal((batch, 6, 5, 20)).astype(np.float32), sharding)
+    np.testing.assert_allclose(grad('mixed')(x, kernel), grad('xla')(x, kernel), rtol=2e-5,
+                               atol=2e-4)
+    program = grad('mixed').lower(x, kernel).compile().as_text()
+    assert 'while' in program and 'all-gather' not in program
 
 
 def _primitives(fn, *args) -> set[str]:
