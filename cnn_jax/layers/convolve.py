@@ -236,6 +236,9 @@ def _mixed_backward(strides, padding, dilation, precision, residuals, dy):
   return dx, _patch_gradient(x, dy, window, strides, padding, dilation, precision)
 
 
+_mixed.defvjp(_mixed_forward, _mixed_backward)
+
+
 def _patch_gradient(x, dy, window, strides, padding, dilation, precision) -> jax.Array:
   """The kernel's gradient: dy's transpose times the patches, summed over chunks of the batch
   whose patches stay in the CPU's cache. All the patches at once (ResNet-18's first layers:
@@ -263,9 +266,6 @@ def _patch_gradient(x, dy, window, strides, padding, dilation, precision) -> jax
   total = lax.fori_loop(0, per_group // chunk, accumulate,
                         jnp.zeros((groups, features, columns), dy.dtype))
   return total.sum(0).T.reshape(*window, x.shape[-1], features)
-
-
-_mixed.defvjp(_mixed_forward, _mixed_backward)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
