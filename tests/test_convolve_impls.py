@@ -36,10 +36,12 @@ MIXED_CASES = [
     ((2, 11, 10, 3), (5, 3, 3, 32), (2, 3), ((2, 1), (1, 1)), (1, 1), 1, 'mixed'),
     # LeNet-5's C5: its input gradient, a 5x5 window over a 1x1 map, goes through the patches.
     ((2, 5, 5, 16), (5, 5, 16, 24), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, 'mixed'),
-    # Depthwise kernels, whose kernel gradient is one pass over every tap: unit strides (input
-    # gradient as a flipped convolution) with cropping, strided, causal and dilated in 1-D.
+    # Depthwise kernels, whose kernel gradient is one pass over every tap and input gradient one
+    # stride phase at a time: unit strides with cropping, strided, causal and dilated in 1-D.
     ((2, 9, 8, 6), (3, 3, 1, 6), (1, 1), ((1, 2), (-1, 1)), (1, 2), 6, 'mixed_shifts'),
     ((2, 9, 9, 6), (3, 3, 1, 6), (2, 2), ((1, 1), (1, 1)), (1, 1), 6, 'mixed_shifts'),
+    # ... strided 3 with a 2-tap window (a phase no tap reaches), cropped, dilated.
+    ((2, 10, 11, 6), (3, 2, 1, 6), (2, 3), ((2, 0), (-1, 1)), (2, 1), 6, 'mixed_shifts'),
     ((2, 10, 5), (5, 1, 5), (1,), ((4, 0),), (2,), 5, 'mixed_shifts'),
 ]
 
