@@ -27,7 +27,7 @@ CASES = [
 ]
 
 
-# 2-D float32 kernels with more than 16 channels in or out, which 'mixed' runs its own way: unit
+# What 'mixed' runs its own way. 2-D float32 kernels with more than 16 channels in or out: unit
 # strides (input gradient as a flipped convolution), with dilation and cropping, and strided
 # (input gradient through the patches).
 MIXED_CASES = [
@@ -96,7 +96,7 @@ def test_auto_is_mixed_on_cpu_and_xla_elsewhere_and_transposes_stay_native():
 def test_the_kernel_gradient_is_summed_over_chunks_of_each_devices_batch(monkeypatch):
   """'mixed' builds a kernel gradient's patches a chunk of the batch at a time, each device on the
   examples it holds: the gradient is XLA's, and no device gathers the others' examples for it."""
-  monkeypatch.setattr(convolve_module, '_CACHED', 1)  # one example per chunk
+  monkeypatch.setattr(convolve_module, '_CHUNK_BYTES', 1)  # one example per chunk
   mesh = parallel.make_mesh()
   rng = np.random.default_rng(0)
   kernel = jnp.asarray(rng.standard_normal((3, 3, 20, 24)), jnp.float32)

@@ -19,9 +19,9 @@ computes the same maths in one of several forms:
   matrix product, the one gradient YNNPACK does not compute, built a cache-sized chunk of each
   device's batch at a time. Float32 depthwise convolutions keep only their input for the
   backward pass, compute its gradient one phase of the stride at a time, and sum every tap's
-  kernel gradient in one pass over it. Being `jax.custom_vjp`
-  rules, they are reverse mode only: forward-mode derivatives (`jax.jvp`, `jax.jacfwd`,
-  `jax.hessian`) need 'matmul' or 'xla'.
+  kernel gradient in one pass over it. Being `jax.custom_vjp` rules, they are reverse mode
+  only: forward-mode derivatives (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) need 'matmul' or
+  'xla'.
 * ``'auto'`` (default): 'mixed' on CPUs, 'xla' on GPUs and TPUs.
 
 The form is chosen per call (``convolve(..., impl=)``, the ``conv_impl`` field of `Conv` and
@@ -48,7 +48,7 @@ IMPLS = ('auto', 'xla', 'matmul', 'mixed')
 # Bytes of patches per chunk of the kernel gradient's product, for caches of 1 MiB per core (L2)
 # and 32 MiB shared (L3): 1.7-2.1x faster than all at once on ResNet-18's 32x32 and 16x16
 # layers; 3 and 12 MiB measured alike.
-_CACHED = 6 * 2**20
+_CHUNK_BYTES = 6 * 2**20
 _default = contextvars.ContextVar('conv_impl', default='auto')
 
 
@@ -200,13 +200,6 @@ def _shift_sum(x, kernel, strides, padding, dilation) -> jax.Array:
   return sum(tap * row for tap, row in zip(taps, kernel.reshape(-1, kernel.shape[-1])))
 
 
-def _flipped_padding(window, padding, dilation) -> tuple[tuple[int, int], ...]:
-  """The padding under which a unit-stride convolution of dy with the flipped kernel is the
-  input's gradient."""
-  spans = [d * (k - 1) for k, d in zip(window, dilation)]
-  return tuple((span - lo, span - hi) for span, (lo, hi) in zip(spans, padding))
-
-
 def _native(x, kernel, strides, padding, dilation, precision, input_dilation=None,
             feature_group_count=1) -> jax.Array:
   return lax.conv_general_dilated(
@@ -230,8 +223,10 @@ def _mixed_backward(strides, padding, dilation, precision, residuals, dy):
   window = kernel.shape[:rank]
   if all(s == 1 for s in strides) and _direct_takes(window, dy.shape[1:-1], x.shape[1:-1]):
     # XLA's own transpose reverses the window, which YNNPACK does not take: flip the kernel here.
+    spans = [d * (k - 1) for k, d in zip(window, dilation)]
     dx = _native(dy, jnp.flip(kernel, tuple(range(rank))).swapaxes(-1, -2), strides,
-                 _flipped_padding(window, padding, dilation), dilation, precision)
+                 tuple((span - lo, span - hi) for span, (lo, hi) in zip(spans, padding)),
+                 dilation, precision)
   else:  # a strided one's needs a dilated input, which YNNPACK does not take either
     _, transpose = jax.vjp(lambda x: _patch_product(x, kernel, strides, padding, dilation,
                                                     precision), x)
@@ -254,7 +249,7 @@ def _patch_gradient(x, dy, window, strides, padding, dilation, precision) -> jax
   groups = jax.device_count() if n % jax.device_count() == 0 else 1
   per_group = n // groups
   chunk = max(d for d in range(1, per_group + 1)
-              if per_group % d == 0 and (d == 1 or d * image_bytes <= _CACHED))
+              if per_group % d == 0 and (d == 1 or d * image_bytes <= _CHUNK_BYTES))
   x = x.reshape(groups, per_group, *x.shape[1:])
   dy = dy.reshape(groups, per_group, -1, features)
 
