@@ -19,16 +19,22 @@ class StopRequest:
   """Which signal asked to stop, if any (``name`` is None until one arrives)."""
 
   def __init__(self):
+    self.signum = 0
     self.name = None
 
   def __bool__(self) -> bool:
     return self.name is not None
 
   def agreed(self) -> bool:
-    """Whether any process was asked to stop: every process must take the same last step."""
+    """Whether any process was asked to stop: every process must take the same last step. One
+    that was not asked names the signal and the process that was (``SIGTERM on process 1``)."""
     if jax.process_count() == 1:
       return bool(self)
-    return bool(multihost_utils.process_allgather(np.int32(bool(self))).any())
+    signums = multihost_utils.process_allgather(np.int32(self.signum))
+    asked = np.flatnonzero(signums)
+    if asked.size and not self:
+      self.name = f'{signal.Signals(int(signums[asked[0]])).name} on process {asked[0]}'
+    return bool(asked.size)
 
 
 @contextlib.contextmanager
@@ -42,7 +48,7 @@ def stop_on_signals():
   def handler(signum, frame):
     if request and signum == signal.SIGINT:
       signal.default_int_handler(signum, frame)
-    request.name = signal.Signals(signum).name
+    request.signum, request.name = signum, signal.Signals(signum).name
 
   previous = {s: signal.signal(s, handler) for s in SIGNALS}
   try:
