@@ -7,12 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from cnn_jax import layers as L
 from cnn_jax import models
 from cnn_jax.layers import convolve as convolve_module
 from cnn_jax.layers.convolve import convolve
 from cnn_jax.train import parallel
+from cnn_jax.train.steps import AXIS
 
 # (input shape, kernel shape, strides, padding, dilation, groups, the form 'matmul' takes)
 CASES = [
@@ -115,6 +117,18 @@ def test_the_kernel_gradient_is_summed_over_chunks_of_each_devices_batch(monkeyp
                                atol=2e-4)
     program = grad('mixed').lower(x, kernel).compile().as_text()
     assert 'while' in program and 'all-gather' not in program
+
+  # Under shard_map (the 'pmap' mode) each device holds only its own 4 examples: it loops over
+  # them all, one per chunk, rather than splitting them again by the device count.
+  def per_device(impl):
+    return jax.jit(jax.shard_map(grad(impl), mesh=mesh, in_specs=(P(AXIS), P()), out_specs=P(AXIS),
+                                 check_vma=False))
+
+  x = jax.device_put(rng.standard_normal((16, 6, 5, 20)).astype(np.float32),
+                     parallel.batch_sharded(mesh))
+  np.testing.assert_allclose(per_device('mixed')(x, kernel), per_device('xla')(x, kernel),
+                             rtol=2e-5, atol=2e-4)
+  assert '"known_trip_count":{"n":"4"}' in per_device('mixed').lower(x, kernel).compile().as_text()
 
 
 def _primitives(fn, *args) -> set[str]:

@@ -244,9 +244,11 @@ def _patch_gradient(x, dy, window, strides, padding, dilation, precision) -> jax
   n, features = x.shape[0], dy.shape[-1]
   columns = math.prod(window) * x.shape[-1]
   image_bytes = math.prod(dy.shape[1:-1]) * columns * x.dtype.itemsize
-  # One group per device, each looping over its own chunks: the batch is split over devices, and
-  # a loop over the whole batch would gather it to every device.
-  groups = jax.device_count() if n % jax.device_count() == 0 else 1
+  # One group per device, each looping over its own chunks: under jit the batch is split over
+  # devices, and a loop over the whole batch would gather it to every device. Under shard_map
+  # (the 'pmap' mode) ``x`` is already one device's examples: one group.
+  whole_batch = not jax.sharding.get_abstract_mesh().manual_axes
+  groups = jax.device_count() if whole_batch and n % jax.device_count() == 0 else 1
   per_group = n // groups
   chunk = max(d for d in range(1, per_group + 1)
               if per_group % d == 0 and (d == 1 or d * image_bytes <= _CHUNK_BYTES))
