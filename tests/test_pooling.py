@@ -10,6 +10,7 @@ from jax.test_util import check_grads
 
 from cnn_jax import arithmetic
 from cnn_jax import layers as L
+from cnn_jax.layers import convolve
 from tests import reference
 
 
@@ -64,6 +65,28 @@ def test_pools_match_reference(cfg, seed):
       np.take_along_axis(flat, np.asarray(indices).reshape(2, -1, 3), axis=1).reshape(pooled.shape),
       pooled)
   assert pooled.shape[1:-1] == arithmetic.pool_output_shape(size, window, strides, padding)
+
+
+@settings(max_examples=20, deadline=None)
+@given(pool_configs(), st.integers(0, 2**16))
+def test_max_pool_gradient_goes_to_each_windows_first_maximum_in_every_form(cfg, seed):
+  """'mixed' (the CPU default) has a max-pool backward pass of its own: the gradient is XLA's,
+  ties included (whole numbers, and zeros as after a ReLU), without XLA's select-and-scatter."""
+  window, strides, padding, size = cfg
+  x = jnp.asarray(np.maximum(np.round(_x(size, seed) * 2), 0), jnp.float32)
+  weights = jnp.asarray(_x(L.max_pool(x, window, strides, padding).shape[1:-1], seed + 1))
+
+  def grad(impl):  # the gradient, and its program (the form is read when it is traced)
+    with convolve.use(impl):
+      fn = jax.jit(jax.grad(lambda v: (L.max_pool(v, window, strides, padding) * weights).sum()))
+      return fn(x), fn.lower(x).as_text()
+
+  (mixed, program), (xla, _) = grad('mixed'), grad('xla')
+  np.testing.assert_allclose(mixed, xla, rtol=1e-6, atol=1e-6)
+  assert 'select_and_scatter' not in program
+  # Forward mode needs XLA's own rule, as for the 'mixed' convolutions.
+  with convolve.use('xla'):
+    jax.jvp(lambda v: L.max_pool(v, window, strides, padding), (x,), (jnp.ones_like(x),))
 
 
 def test_max_pool_default_stride_is_one_as_in_flax():

@@ -33,16 +33,15 @@ keeps it.
 import contextlib
 import contextvars
 import functools
-import itertools
 import math
 from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from cnn_jax import arithmetic
+from cnn_jax.layers import taps
 
 IMPLS = ('auto', 'xla', 'matmul', 'mixed')
 # Bytes of patches per chunk of the kernel gradient's product, for caches of 1 MiB per core (L2)
@@ -76,6 +75,15 @@ def _dimension_numbers(rank: int) -> lax.ConvDimensionNumbers:
                                   out_spec=(0, rank + 1) + spatial)
 
 
+def resolve(impl: str | None = None, platform: str | None = None) -> str:
+  """``impl`` (default: the one in `use`), 'auto' made the platform's form."""
+  impl = impl or _default.get()
+  _check(impl)
+  if impl == 'auto':
+    return 'mixed' if (platform or jax.default_backend()) == 'cpu' else 'xla'
+  return impl
+
+
 def form(impl: str, kernel_shape: Sequence[int], feature_group_count: int = 1,
          input_dilation: Sequence[int] | None = None, platform: str | None = None,
          dtype: jnp.dtype = jnp.float32, sizes: tuple[Sequence[int], Sequence[int]] | None = None
@@ -83,9 +91,7 @@ def form(impl: str, kernel_shape: Sequence[int], feature_group_count: int = 1,
   """Which computation `convolve` runs: 'xla', 'dense' (1x1), 'patches' (im2col), 'shifts'
   (depthwise), or 'mixed' and 'mixed_shifts' (those of 'mixed' with their own backward pass, see
   the module docstring). ``sizes``: the (input, output) spatial sizes, where known."""
-  _check(impl)
-  if impl == 'auto':
-    impl = 'mixed' if (platform or jax.default_backend()) == 'cpu' else 'xla'
+  impl = resolve(impl, platform)
   if impl == 'xla' or (input_dilation and any(d > 1 for d in input_dilation)):
     return 'xla'
   *window, per_group, features = kernel_shape
@@ -107,24 +113,6 @@ def _direct_takes(window: Sequence[int], sizes: Sequence[int], out_sizes: Sequen
   return all(k <= n and m <= n for k, n, m in zip(window, sizes, out_sizes))
 
 
-def _taps_along(x: jax.Array, axis: int, k: int, stride: int, step: int) -> list[jax.Array]:
-  """For each of a kernel's ``k`` taps along ``axis`` (``step`` apart), the slice of ``x`` it meets
-  at every output position along that axis. ``x`` is already padded."""
-  out = (x.shape[axis] - step * (k - 1) - 1) // stride + 1
-  return [lax.slice_in_dim(x, t * step, t * step + (out - 1) * stride + 1, stride, axis)
-          for t in range(k)]
-
-
-def _windows(x: jax.Array, window: Sequence[int], strides: Sequence[int],
-             dilation: Sequence[int]) -> list[jax.Array]:
-  """For every kernel tap (row-major over ``window``), the input values it meets at each output
-  position: [N, *S_out, C]."""
-  taps = [x]
-  for axis, (k, stride, step) in enumerate(zip(window, strides, dilation), start=1):
-    taps = [part for tap in taps for part in _taps_along(tap, axis, k, stride, step)]
-  return taps
-
-
 def _patches(x: jax.Array, window: Sequence[int], strides: Sequence[int],
              dilation: Sequence[int]) -> jax.Array:
   """The windows of every kernel tap side by side: [N, *S_out, prod(window) * C], columns in the
@@ -132,7 +120,7 @@ def _patches(x: jax.Array, window: Sequence[int], strides: Sequence[int],
   # One spatial dim at a time, the last first (its taps become the innermost columns): a few
   # concatenations of wide slices copy faster on CPUs than one of a narrow slice per tap.
   for axis in reversed(range(1, len(window) + 1)):
-    x = jnp.concatenate(_taps_along(x, axis, window[axis - 1], strides[axis - 1],
+    x = jnp.concatenate(taps.along(x, axis, window[axis - 1], strides[axis - 1],
                                     dilation[axis - 1]), axis=-1)
   return x
 
@@ -176,16 +164,11 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
   return _patch_product(x, kernel, strides, padding, dilation, precision)
 
 
-def _pad(x: jax.Array, padding: Sequence[tuple[int, int]]) -> jax.Array:
-  return lax.pad(x, jnp.zeros((), x.dtype),
-                 ((0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)))
-
-
 def _patch_product(x, kernel, strides, padding, dilation, precision) -> jax.Array:
   """im2col: the patches times the kernel as a matrix, whose rows are (tap, input channel) in the
   order of the taps side by side."""
   rank = kernel.ndim - 2
-  patches = _patches(_pad(x, padding), kernel.shape[:rank], strides, dilation)
+  patches = _patches(taps.pad(x, padding), kernel.shape[:rank], strides, dilation)
   # As one [positions, columns] matrix: the product's transposes (the gradients) then contract
   # a leading dim of 2-D operands, which XLA's CPU dot takes as they are; from the 4-D form it
   # copies dy transposed first, 4x the time of the whole kernel gradient.
@@ -196,8 +179,8 @@ def _patch_product(x, kernel, strides, padding, dilation, precision) -> jax.Arra
 
 def _shift_sum(x, kernel, strides, padding, dilation) -> jax.Array:
   """A depthwise convolution, one input channel per output channel: a kernel row per tap."""
-  taps = _windows(_pad(x, padding), kernel.shape[:-2], strides, dilation)
-  return sum(tap * row for tap, row in zip(taps, kernel.reshape(-1, kernel.shape[-1])))
+  slices = taps.windows(taps.pad(x, padding), kernel.shape[:-2], strides, dilation)
+  return sum(tap * row for tap, row in zip(slices, kernel.reshape(-1, kernel.shape[-1])))
 
 
 def _native(x, kernel, strides, padding, dilation, precision, input_dilation=None,
@@ -258,7 +241,7 @@ def _patch_gradient(x, dy, window, strides, padding, dilation, precision) -> jax
   def accumulate(i, total):
     part = lambda z: lax.dynamic_slice_in_dim(z, i * chunk, chunk, axis=1)
     x_part = part(x).reshape(groups * chunk, *x.shape[2:])
-    patches = _patches(_pad(x_part, padding), window, strides, dilation)
+    patches = _patches(taps.pad(x_part, padding), window, strides, dilation)
     return total + lax.dot_general(part(dy).reshape(groups, -1, features),
                                    patches.reshape(groups, -1, columns),
                                    (((1,), (1,)), ((0,), (0,))), precision=precision)
@@ -282,11 +265,14 @@ def _mixed_shifts_backward(strides, padding, dilation, residuals, dy):
   x, kernel = residuals
   rank = kernel.ndim - 2
   window = kernel.shape[:rank]
-  dx = _phase_transpose(dy, kernel, x.shape[1:-1], strides, padding, dilation)
+  rows = kernel.reshape(-1, kernel.shape[-1])
+  dx = taps.transpose(lambda t, dy: dy * rows[t], [dy], window, x.shape[1:-1], strides, padding,
+                      dilation)
   # Every tap's products summed in one pass over x and dy (a variadic reduce), not one pass per
   # tap: 2-2.5x faster. Along the last spatial dim only, then the rest: one long sequential sum
   # would lose float32 precision.
-  products = tuple(tap * dy for tap in _windows(_pad(x, padding), window, strides, dilation))
+  slices = taps.windows(taps.pad(x, padding), window, strides, dilation)
+  products = tuple(tap * dy for tap in slices)
   zero = jnp.zeros((), dy.dtype)
   sums = lax.reduce(products, (zero,) * len(products),
                     lambda a, b: tuple(p + q for p, q in zip(a, b)), (rank,))
@@ -295,34 +281,3 @@ def _mixed_shifts_backward(strides, padding, dilation, residuals, dy):
 
 
 _mixed_shifts.defvjp(_mixed_shifts_forward, _mixed_shifts_backward)
-
-
-def _phase_transpose(dy, kernel, sizes, strides, padding, dilation) -> jax.Array:
-  """The input's gradient of `_shift_sum`, one phase of the stride at a time: the padded input
-  positions q * stride + r receive dy[q - m] * kernel[t] from exactly the taps t with
-  t * dilation = m * stride + r, a unit-stride shifted sum of dy; the phases are then interleaved.
-  XLA's own transpose of the strided slices pads dy with holes and tests every tap at every
-  position: 2-3.4x slower on MobileNet's strided layers, with BatchNorm's backward pass fused in.
-  With unit strides this is the shifted sum of dy with the kernel flipped."""
-  rank = len(strides)
-  rows = kernel.reshape(-1, kernel.shape[-1])
-  # Per dim: the positions of each phase, each phase's (tap, m) pairs, and the largest m.
-  lengths = [-(-(n + lo + hi) // s) for n, s, (lo, hi) in zip(sizes, strides, padding)]
-  phases = [[[(t, (t * d - r) // s) for t in range(k) if t * d % s == r] for r in range(s)]
-            for k, s, d in zip(kernel.shape[:rank], strides, dilation)]
-  reach = [max(m for phase in dim for _, m in phase) for dim in phases]
-  dy = _pad(dy, [(m, q - o) for m, q, o in zip(reach, lengths, dy.shape[1:-1])])
-  parts = []
-  for phase in itertools.product(*phases):
-    terms = [dy[(slice(None),) + tuple(slice(m0 - m, m0 - m + q) for m0, (_, m), q in
-                                       zip(reach, taps, lengths))]
-             * rows[np.ravel_multi_index([t for t, _ in taps], kernel.shape[:rank])]
-             for taps in itertools.product(*phase)]
-    parts.append(sum(terms) if terms else
-                 jnp.zeros((dy.shape[0], *lengths, dy.shape[-1]), dy.dtype))
-  # [*strides, N, *lengths, C] -> [N, length_0, stride_0, length_1, stride_1, ..., C]
-  interleaved = jnp.stack(parts).reshape(*strides, *parts[0].shape).transpose(
-      rank, *(axis for d in range(rank) for axis in (rank + 1 + d, d)), 2 * rank + 1)
-  dx = interleaved.reshape(dy.shape[0], *(q * s for q, s in zip(lengths, strides)), -1)
-  return _pad(dx, [(-lo, n + lo - q * s) for n, (lo, _), q, s in
-                   zip(sizes, padding, lengths, strides)])

@@ -5,7 +5,7 @@ Signatures follow flax: ``f(x, window_shape, strides=None, padding='VALID')`` wi
 non-overlapping pooling). ``padding`` takes every spec of `cnn_jax.arithmetic`.
 """
 
-import itertools
+import functools
 import math
 from collections.abc import Sequence
 
@@ -16,6 +16,7 @@ from jax import lax
 
 from cnn_jax import arithmetic
 from cnn_jax.arithmetic import Padding
+from cnn_jax.layers import convolve, taps
 
 IntOrSeq = int | Sequence[int]
 
@@ -38,9 +39,40 @@ def _reduce(x, init, op, window, strides, pads):
 
 def max_pool(x: jax.Array, window_shape: IntOrSeq, strides: IntOrSeq | None = None,
              padding: Padding = 'VALID') -> jax.Array:
-  """Maximum over each window; padding never wins. [N, *S, C] -> [N, *S', C]."""
+  """Maximum over each window; padding never wins. [N, *S, C] -> [N, *S', C].
+
+  The gradient goes to each window's first maximum (row-major). Under the 'mixed' convolution
+  form (`cnn_jax.layers.convolve`, the CPU default) it is summed back one phase of the stride at
+  a time, a reverse-mode-only rule like that form's convolutions: on CPUs XLA's own scatter is
+  17x slower for a 2x2 pool, 1.6-2x for overlapping 3x3 windows."""
   window, strides, pads = _resolve(x, window_shape, strides, padding)
+  if convolve.resolve() == 'mixed':
+    return _max_pool(x, window, strides, pads)
   return _reduce(x, -jnp.inf, lax.max, window, strides, pads)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool(x, window, strides, pads):
+  return _reduce(x, -jnp.inf, lax.max, window, strides, pads)
+
+
+def _max_pool_forward(x, window, strides, pads):
+  pooled = _reduce(x, -jnp.inf, lax.max, window, strides, pads)
+  return pooled, (x, pooled)
+
+
+def _max_pool_backward(window, strides, pads, residuals, dy):
+  x, pooled = residuals
+  ones = (1,) * len(window)
+  slices = taps.windows(taps.pad(x, pads, -jnp.inf), window, strides, ones)
+  first = jnp.full(pooled.shape, len(slices), jnp.int32)  # the first tap holding the maximum
+  for t in reversed(range(len(slices))):
+    first = jnp.where(slices[t] == pooled, t, first)
+  return (taps.transpose(lambda t, dy, first: jnp.where(first == t, dy, 0), [dy, first], window,
+                         x.shape[1:-1], strides, pads, ones),)
+
+
+_max_pool.defvjp(_max_pool_forward, _max_pool_backward)
 
 
 def avg_pool(x: jax.Array, window_shape: IntOrSeq, strides: IntOrSeq | None = None,
@@ -67,14 +99,8 @@ def lp_pool(x: jax.Array, window_shape: IntOrSeq, strides: IntOrSeq | None = Non
 def _windows(x: jax.Array, window: Sequence[int], strides: Sequence[int],
              pads: Sequence[tuple[int, int]], pad_value) -> jax.Array:
   """Every window as a trailing axis: [N, *S, C] -> [N, *S', C, prod(window)]."""
-  padded = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=pad_value)
-  out = [(n - w) // s + 1 for n, w, s in zip(padded.shape[1:-1], window, strides)]
-  taps = []
-  for offset in itertools.product(*(range(w) for w in window)):
-    limit = [o + (n - 1) * s + 1 for o, n, s in zip(offset, out, strides)]
-    taps.append(lax.slice(padded, (0, *offset, 0), (x.shape[0], *limit, x.shape[-1]),
-                          (1, *strides, 1)))
-  return jnp.stack(taps, axis=-1)
+  return jnp.stack(taps.windows(taps.pad(x, pads, pad_value), window, strides,
+                                (1,) * len(window)), axis=-1)
 
 
 def stochastic_pool(x: jax.Array, window_shape: IntOrSeq, strides: IntOrSeq | None = None,
