@@ -14,6 +14,8 @@ run.
   the same precision.
 * ``input_pipeline``: for every shipped experiment whose data is prepared, the images/s that
   `pipeline.train_batches` delivers against the images/s its train step consumes.
+* ``max_pool``: max pooling forward and backward on one CPU device, its gradient by cnn_jax's
+  rule for CPUs (the 'mixed' form) against XLA's own (``select_and_scatter``), alternating.
 * ``compile_cache``: seconds from launch to the end of the first step of a one-step run (and to
   the end of the run), with an empty persistent compilation cache and then with the cache the
   first launch left.
@@ -42,6 +44,11 @@ MODELS = {
     'lenet5': ('lenet5', {}, (32, 32, 1), 10, 128, False),
     'resnet50': ('resnet50', {}, (224, 224, 3), 1000, 128, True),
 }
+# (input, window, stride, padding): a 2x2 pool, one whose input does not tile, ResNet's stem pool,
+# Inception's pool branch, and ResNet-50's stem pool at batch 32.
+POOLS = (((64, 32, 32, 64), 2, 2, 'VALID'), ((64, 31, 31, 64), 2, 2, 'SAME'),
+         ((64, 32, 32, 64), 3, 2, 'SAME'), ((64, 32, 32, 64), 3, 1, 'SAME'),
+         ((32, 112, 112, 64), 3, 2, 'SAME'))
 EXPERIMENTS = ('default', 'mnist1d_cnn', 'mnist1d_resnet', 'mnist1d_wavenet', 'motifs_deepbind',
                'shapes_unet', 'shapes_fcn', 'shapes_segnet', 'shapes_dilated', 'mnist_lenet5',
                'cifar10_resnet18', 'imagenet_resnet50')
@@ -183,6 +190,29 @@ def torch_worker(name: str, layout: str, amp: str, steps: int) -> dict:
           'params': torch_twins.parameter_count(model), 'step_s': round(step_s, 5),
           'examples_per_s': round(batch_size / step_s, 1),
           'peak_memory_mib': round(memory / 2**20)}
+
+
+def max_pool_worker() -> list[dict]:
+  """Forward and backward of each of `POOLS` under 'xla' and 'mixed' (a tanh after the pool keeps
+  the backward pass from folding into a constant)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from cnn_jax import layers as L  # pylint: disable=g-import-not-at-top
+  from cnn_jax.layers import convolve  # pylint: disable=g-import-not-at-top
+
+  rows = []
+  for shape, window, stride, padding in POOLS:
+    x = jax.random.normal(jax.random.key(0), shape)
+    ms = {}
+    for impl in ('xla', 'mixed'):
+      with convolve.use(impl):  # the form is read when the step is traced, here
+        grad = jax.jit(jax.grad(lambda v: jnp.tanh(L.max_pool(v, window, stride, padding)).sum()))
+        jax.block_until_ready(grad(x))
+      ms[impl] = 1e3 * _steady_step_s(lambda g=grad, x=x: jax.block_until_ready(g(x)), 10)
+    rows.append({'input': list(shape), 'window': window, 'stride': stride, 'padding': padding,
+                 'xla_ms': round(ms['xla'], 2), 'mixed_ms': round(ms['mixed'], 2),
+                 'speedup': round(ms['xla'] / ms['mixed'], 1)})
+  return rows
 
 
 def peak_worker() -> dict:
@@ -328,7 +358,8 @@ def compile_cache_benchmark(experiment: str) -> dict:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
-  parser.add_argument('--only', choices=('train_step', 'input_pipeline', 'compile_cache'),
+  parser.add_argument('--only', choices=('train_step', 'input_pipeline', 'max_pool',
+                                         'compile_cache'),
                       action='append', help='run only these benchmarks (repeatable)')
   parser.add_argument('--models', default=None,
                       help='comma-separated train_step models (default: all for the platform)')
@@ -342,13 +373,15 @@ def main() -> None:
   args = parser.parse_args()
   if args.worker:
     kind, *rest = args.worker
-    if kind in ('jax', 'pipeline', 'peak'):  # what a launch sets before JAX starts
+    if kind in ('jax', 'pipeline', 'peak', 'max_pool'):  # what a launch sets before JAX starts
       from cnn_jax import host  # pylint: disable=g-import-not-at-top
       host.keep_freed_memory()
     if kind == 'jax':
       result = jax_worker(rest[0], int(rest[1]), rest[2], rest[3], int(rest[4]))
     elif kind == 'torch':
       result = torch_worker(rest[0], rest[1], rest[2], int(rest[3]))
+    elif kind == 'max_pool':
+      result = max_pool_worker()
     elif kind == 'pipeline':
       result = pipeline_worker(rest[0], int(rest[1]))
     else:
@@ -358,7 +391,7 @@ def main() -> None:
 
   import jax  # pylint: disable=g-import-not-at-top
   import platform  # pylint: disable=g-import-not-at-top
-  only = set(args.only or ('train_step', 'input_pipeline', 'compile_cache'))
+  only = set(args.only or ('train_step', 'input_pipeline', 'max_pool', 'compile_cache'))
   gpu = jax.default_backend() == 'gpu'
   peak = _spawn(['peak'])
   report = {'date': time.strftime('%Y-%m-%d'),
@@ -380,6 +413,8 @@ def main() -> None:
   if 'input_pipeline' in only:
     report['input_pipeline'] = [_spawn(['pipeline', name, str(args.batches)])
                                 for name in EXPERIMENTS]
+  if 'max_pool' in only and not gpu:
+    report['max_pool'] = _spawn(['max_pool'])
   if 'compile_cache' in only:
     report['compile_cache'] = [compile_cache_benchmark(name) for name in ('default', 'shapes_fcn')]
   text = json.dumps(report, indent=2)
