@@ -32,10 +32,10 @@ def windows(x: jax.Array, window: Sequence[int], strides: Sequence[int],
             dilation: Sequence[int]) -> list[jax.Array]:
   """For every tap (row-major over ``window``), the values of the padded ``x`` it meets at each
   output position: [N, *S_out, C]."""
-  taps = [x]
+  slices = [x]
   for axis, (k, stride, step) in enumerate(zip(window, strides, dilation), start=1):
-    taps = [part for tap in taps for part in along(tap, axis, k, stride, step)]
-  return taps
+    slices = [part for piece in slices for part in along(piece, axis, k, stride, step)]
+  return slices
 
 
 def transpose(term: Callable[..., jax.Array], arrays: Sequence[jax.Array],
