@@ -113,19 +113,19 @@ def stochastic_pool(x: jax.Array, window_shape: IntOrSeq, strides: IntOrSeq | No
   Negative inputs are treated as 0 in ``p``; an all-zero window gives 0.
   """
   window, strides, pads = _resolve(x, window_shape, strides, padding)
-  taps = _windows(x, window, strides, pads, 0.0)
-  weights = jnp.maximum(taps, 0.0)
+  values = _windows(x, window, strides, pads, 0.0)
+  weights = jnp.maximum(values, 0.0)
   total = weights.sum(-1, keepdims=True)
   nonzero = total > 0
-  probs = jnp.where(nonzero, weights / jnp.where(nonzero, total, 1.0), 1.0 / taps.shape[-1])
+  probs = jnp.where(nonzero, weights / jnp.where(nonzero, total, 1.0), 1.0 / values.shape[-1])
   if not train:
-    return (probs * taps).sum(-1)
+    return (probs * values).sum(-1)
   if rng is None:
     raise ValueError('stochastic_pool(train=True) samples an activation per window and needs a '
                      'PRNG key: pass rng=key (e.g. self.make_rng("dropout") inside a module).')
   # Sampling is not differentiated; log(0) = -inf makes a zero activation impossible to pick.
   pick = jax.random.categorical(rng, jnp.log(lax.stop_gradient(probs)), axis=-1)
-  return jnp.take_along_axis(taps, pick[..., None], axis=-1)[..., 0]
+  return jnp.take_along_axis(values, pick[..., None], axis=-1)[..., 0]
 
 
 def global_avg_pool(x: jax.Array, keepdims: bool = False) -> jax.Array:
@@ -156,15 +156,16 @@ def max_pool_with_indices(x: jax.Array, window_shape: IntOrSeq, strides: IntOrSe
     in the input's spatial dims (row-major over ``S``, per example and channel), as in PyTorch.
   """
   window, strides, pads = _resolve(x, window_shape, strides, padding)
-  taps = _windows(x, window, strides, pads, -jnp.inf)
+  values = _windows(x, window, strides, pads, -jnp.inf)
   spatial = x.shape[1:-1]
   positions = jnp.arange(math.prod(spatial), dtype=jnp.int32).reshape(1, *spatial, 1)
   position_taps = _windows(positions, window, strides, pads, -1)
-  best = jnp.argmax(taps, axis=-1)
-  pooled = jnp.take_along_axis(taps, best[..., None], axis=-1)[..., 0]
-  indices = jnp.take_along_axis(jnp.broadcast_to(position_taps, taps.shape), best[..., None],
+  best = jnp.argmax(values, axis=-1)
+  indices = jnp.take_along_axis(jnp.broadcast_to(position_taps, values.shape), best[..., None],
                                 axis=-1)[..., 0]
-  return pooled, indices
+  # The values through `max_pool`, whose gradient also goes to each window's first maximum, and
+  # on CPUs by its faster rule.
+  return max_pool(x, window_shape, strides, padding), indices
 
 
 def max_unpool(x: jax.Array, indices: jax.Array, output_shape: Sequence[int]) -> jax.Array:
