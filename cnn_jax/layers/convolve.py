@@ -84,7 +84,7 @@ def resolve(impl: str | None = None, platform: str | None = None) -> str:
   return impl
 
 
-def form(impl: str, kernel_shape: Sequence[int], feature_group_count: int = 1,
+def form(impl: str | None, kernel_shape: Sequence[int], feature_group_count: int = 1,
          input_dilation: Sequence[int] | None = None, platform: str | None = None,
          dtype: jnp.dtype = jnp.float32, sizes: tuple[Sequence[int], Sequence[int]] | None = None
          ) -> str:
@@ -150,7 +150,7 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
   window = kernel.shape[:rank]
   sizes = tuple((n - 1) * d + 1 for n, d in zip(x.shape[1:-1], input_dilation))
   out_sizes = arithmetic.conv_output_shape(sizes, window, strides, padding, dilation)
-  computation = form(impl or _default.get(), kernel.shape, feature_group_count, input_dilation,
+  computation = form(impl, kernel.shape, feature_group_count, input_dilation,
                      dtype=jnp.result_type(x, kernel), sizes=(sizes, out_sizes))
   if computation == 'xla':
     return _native(x, kernel, strides, padding, dilation, precision, input_dilation,

@@ -57,19 +57,25 @@ def _max_pool(x, window, strides, pads):
 
 
 def _max_pool_forward(x, window, strides, pads):
-  pooled = _reduce(x, -jnp.inf, lax.max, window, strides, pads)
+  pooled = _max_pool(x, window, strides, pads)
   return pooled, (x, pooled)
 
 
 def _max_pool_backward(window, strides, pads, residuals, dy):
   x, pooled = residuals
-  ones = (1,) * len(window)
-  slices = taps.windows(taps.pad(x, pads, -jnp.inf), window, strides, ones)
-  first = jnp.full(pooled.shape, len(slices), jnp.int32)  # the first tap holding the maximum
-  for t in reversed(range(len(slices))):
-    first = jnp.where(slices[t] == pooled, t, first)
+  first = _first_maximum(x, pooled, window, strides, pads)
   return (taps.transpose(lambda t, dy, first: jnp.where(first == t, dy, 0), [dy, first], window,
-                         x.shape[1:-1], strides, pads, ones),)
+                         x.shape[1:-1], strides, pads, (1,) * len(window)),)
+
+
+def _first_maximum(x, pooled, window, strides, pads) -> jax.Array:
+  """Per window, the first tap (row-major) holding its maximum ``pooled``, or a NaN in it, as
+  `jnp.argmax` picks; one pass over the taps, without stacking copies of ``x``."""
+  slices = taps.windows(taps.pad(x, pads, -jnp.inf), window, strides, (1,) * len(window))
+  first = jnp.full(pooled.shape, len(slices), jnp.int32)
+  for t in reversed(range(len(slices))):
+    first = jnp.where((slices[t] == pooled) | jnp.isnan(slices[t]), t, first)
+  return first
 
 
 _max_pool.defvjp(_max_pool_forward, _max_pool_backward)
@@ -155,17 +161,18 @@ def max_pool_with_indices(x: jax.Array, window_shape: IntOrSeq, strides: IntOrSe
     ``(pooled [N, *S', C], indices [N, *S', C])`` with ``indices`` the flat position of the maximum
     in the input's spatial dims (row-major over ``S``, per example and channel), as in PyTorch.
   """
+  # The values through `max_pool`, whose gradient also goes to each window's first maximum, and
+  # on CPUs by its faster rule.
+  pooled = max_pool(x, window_shape, strides, padding)
   window, strides, pads = _resolve(x, window_shape, strides, padding)
-  values = _windows(x, window, strides, pads, -jnp.inf)
+  first = _first_maximum(x, lax.stop_gradient(pooled), window, strides, pads)
   spatial = x.shape[1:-1]
   positions = jnp.arange(math.prod(spatial), dtype=jnp.int32).reshape(1, *spatial, 1)
   position_taps = _windows(positions, window, strides, pads, -1)
-  best = jnp.argmax(values, axis=-1)
-  indices = jnp.take_along_axis(jnp.broadcast_to(position_taps, values.shape), best[..., None],
-                                axis=-1)[..., 0]
-  # The values through `max_pool`, whose gradient also goes to each window's first maximum, and
-  # on CPUs by its faster rule.
-  return max_pool(x, window_shape, strides, padding), indices
+  indices = jnp.take_along_axis(
+      jnp.broadcast_to(position_taps, (*first.shape, position_taps.shape[-1])), first[..., None],
+      axis=-1)[..., 0]
+  return pooled, indices
 
 
 def max_unpool(x: jax.Array, indices: jax.Array, output_shape: Sequence[int]) -> jax.Array:
