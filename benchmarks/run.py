@@ -18,7 +18,7 @@ run.
   rule for CPUs (the 'mixed' form) against XLA's own (``select_and_scatter``), alternating.
 * ``compile_cache``: seconds from launch to the end of the first step of a one-step run (and to
   the end of the run), with an empty persistent compilation cache and then with the cache the
-  first launch left.
+  first launch left; one such pair per round, the medians reported.
 """
 
 import argparse
@@ -331,29 +331,35 @@ def _first_step_s(stderr: str, launched: float) -> float:
   return (logged - launch).total_seconds() % 86400  # a launch across midnight
 
 
-def compile_cache_benchmark(experiment: str) -> dict:
+def compile_cache_benchmark(experiment: str, rounds: int) -> dict:
   """A one-step run launched twice: with an empty compilation cache, then with the one the
-  first launch filled. Timed to its first step's end and to the end of the process."""
-  cache = tempfile.mkdtemp(prefix='cnn_jax-cache-')
-  first_step, whole = [], []
-  try:
-    for _ in range(2):
-      workdir = tempfile.mkdtemp(prefix='cnn_jax-bench-')
-      env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache)
-      launched, start = time.time(), time.perf_counter()
-      out = subprocess.run([sys.executable, '-m', 'cnn_jax.main', f'--config={experiment}',
-                            f'--workdir={workdir}', '--config.num_steps=1'], cwd=REPO, env=env,
-                           check=True, capture_output=True, text=True, timeout=1800)
-      whole.append(time.perf_counter() - start)
-      first_step.append(_first_step_s(out.stderr, launched))
-      shutil.rmtree(workdir)
-  finally:
-    shutil.rmtree(cache)
-  return {'experiment': experiment,
-          'cold_first_step_s': round(first_step[0], 1), 'warm_first_step_s': round(first_step[1], 1),
-          'first_step_speedup': round(first_step[0] / first_step[1], 2),
-          'cold_s': round(whole[0], 1), 'warm_s': round(whole[1], 1),
-          'speedup': round(whole[0] / whole[1], 2)}
+  first launch filled. Timed to its first step's end and to the end of the process; ``rounds``
+  such pairs, each with a cache of its own, their medians reported (a single launch on a shared
+  VM varies by 10-20%)."""
+  pairs = []
+  for _ in range(rounds):
+    cache = tempfile.mkdtemp(prefix='cnn_jax-cache-')
+    first_step, whole = [], []
+    try:
+      for _ in range(2):
+        workdir = tempfile.mkdtemp(prefix='cnn_jax-bench-')
+        env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache)
+        launched, start = time.time(), time.perf_counter()
+        out = subprocess.run([sys.executable, '-m', 'cnn_jax.main', f'--config={experiment}',
+                              f'--workdir={workdir}', '--config.num_steps=1'], cwd=REPO, env=env,
+                             check=True, capture_output=True, text=True, timeout=1800)
+        whole.append(time.perf_counter() - start)
+        first_step.append(_first_step_s(out.stderr, launched))
+        shutil.rmtree(workdir)
+    finally:
+      shutil.rmtree(cache)
+    pairs.append({'cold_first_step_s': round(first_step[0], 2),
+                  'warm_first_step_s': round(first_step[1], 2),
+                  'first_step_speedup': round(first_step[0] / first_step[1], 2),
+                  'cold_s': round(whole[0], 2), 'warm_s': round(whole[1], 2),
+                  'speedup': round(whole[0] / whole[1], 2)})
+  median = lambda key: round(statistics.median(pair[key] for pair in pairs), 2)
+  return {'experiment': experiment, **{key: median(key) for key in pairs[0]}, 'rounds': pairs}
 
 
 def main() -> None:
@@ -416,7 +422,8 @@ def main() -> None:
   if 'max_pool' in only and not gpu:
     report['max_pool'] = _spawn(['max_pool'])
   if 'compile_cache' in only:
-    report['compile_cache'] = [compile_cache_benchmark(name) for name in ('default', 'shapes_fcn')]
+    report['compile_cache'] = [compile_cache_benchmark(name, args.rounds)
+                               for name in ('default', 'shapes_fcn')]
   text = json.dumps(report, indent=2)
   print(text)
   if args.out:

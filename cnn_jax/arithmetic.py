@@ -482,9 +482,10 @@ class _Tracer:
 def _trace(model, input_shape: Sequence[int], dtype: Any, call_kwargs: dict):
   """Traces ``model`` abstractly: (variables, {path: (kind, output shape)} in call order, tracer)."""
   x = jax.ShapeDtypeStruct(tuple(input_shape), dtype or jnp.float32)
-  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1),
-          'stochastic_depth': jax.random.key(2)}
-  variables = jax.eval_shape(lambda x: model.init(rngs, x, **call_kwargs), x)
+  # Made inside the traces: an eager key is a compile of its own.
+  rngs = lambda: {'params': jax.random.key(0), 'dropout': jax.random.key(1),
+                  'stochastic_depth': jax.random.key(2)}
+  variables = jax.eval_shape(lambda x: model.init(rngs(), x, **call_kwargs), x)
   calls: dict[tuple[str, ...], tuple[str, tuple[int, ...]]] = {}
 
   def record(next_fun, args, kwargs, context):
@@ -501,7 +502,7 @@ def _trace(model, input_shape: Sequence[int], dtype: Any, call_kwargs: dict):
   def forward(variables, x):
     mutable = [c for c in variables if c != 'params']
     with nn.intercept_methods(record):
-      return model.apply(variables, x, rngs=rngs, mutable=mutable, **call_kwargs)
+      return model.apply(variables, x, rngs=rngs(), mutable=mutable, **call_kwargs)
 
   # Native convolutions: the trace shows the maths (kernels, strides), not the form computing it.
   from cnn_jax.layers.convolve import use  # pylint: disable=g-import-not-at-top (layers use us)

@@ -7,6 +7,7 @@ Multi-host: add --coordinator_address=HOST:PORT --num_processes=N --process_id=I
 """
 
 import ast
+import gc
 import os
 import sys
 import time
@@ -125,8 +126,14 @@ def main(argv) -> None:
                          '--config.<field>=<value> and the multi-host flags.')
   config = _CONFIG.value
   host.configure([config.batch_size, config.eval_batch_size])  # before JAX starts
+  # The imports leave about 280k objects that live as long as the process. Each full collection
+  # walked them all (0.02-0.13 s, 0.14 s in all before the first step and as much in a trace
+  # after it); frozen, collections leave them out.
+  gc.disable()
   # pylint: disable-next=g-import-not-at-top
   from cnn_jax.train import checkpoint, loop, workdir as workdir_lib
+  gc.freeze()
+  gc.enable()
   # Orbax's per-save INFO chatter stays out of the training log; its warnings still show.
   logging.get_absl_handler().addFilter(checkpoint.OrbaxBelow())
   config_path = config_flags.get_config_filename(flags.FLAGS['config'])

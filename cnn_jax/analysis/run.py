@@ -239,7 +239,7 @@ def _load(workdir: str, step, devices) -> Run:
   except (TypeError, ValueError) as error:
     raise ValueError(f'config.json of {workdir} does not build a model ({error}); restore the '
                      'config the run was trained with.') from None
-  shaped = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
+  shaped = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
                           jax.ShapeDtypeStruct((1, *example_shape), np.float32))
   params_field = 'ema_params' if config.ema_decay else 'params'
   abstract = {params_field: shaped['params']}

@@ -2,7 +2,6 @@
 
 import dataclasses
 import errno
-import functools
 import json
 import math
 import os
@@ -135,9 +134,9 @@ def check_task(config: ml_collections.ConfigDict, model, source: sources.Source,
     if config[section][name] == ('top5_accuracy' if dense else 'mean_iou'):
       raise ConfigError(f'config.{field}={config[section][name]!r} is not computed for {kind} '
                         f'labels; use {usable}.')
-  output, variables = jax.eval_shape(functools.partial(model.init_with_output, train=False),
-                                     jax.random.key(0),
-                                     jax.ShapeDtypeStruct((1, *example_shape), jnp.float32))
+  output, variables = jax.eval_shape(
+      lambda x: model.init_with_output(jax.random.key(0), x, train=False),
+      jax.ShapeDtypeStruct((1, *example_shape), jnp.float32))
   if isinstance(output, tuple):
     output = output[0]
   models.check_contract(config.model.name, model, batch_norm_across_devices=(

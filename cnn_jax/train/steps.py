@@ -25,8 +25,8 @@ from cnn_jax.train.state import TrainState
 AXIS = 'data'
 
 
-def _rngs(root: jax.Array, step: jax.Array, per_device: bool) -> dict:
-  key = jax.random.fold_in(root, step)
+def _rngs(seed: int, step: jax.Array, per_device: bool) -> dict:
+  key = jax.random.fold_in(jax.random.key(seed), step)
   if per_device:
     key = jax.random.fold_in(key, lax.axis_index(AXIS))
   # Named streams; the input augmentation has its own, seeded in the data pipeline.
@@ -53,7 +53,6 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
   """``train_step(state, batch) -> (state, metrics)``, jitted, donating the old state."""
   per_device = config.parallel.mode == 'pmap'
   loss_fn = losses.CLASSIFICATION_LOSSES[config.loss]
-  root = jax.random.key(config.seed)
 
   def step(state: TrainState, batch: dict):
     def objective(params):
@@ -61,7 +60,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
       if state.batch_stats:
         variables['batch_stats'] = state.batch_stats
       outputs, updates = model.apply(variables, batch['image'], train=True,
-                                     rngs=_rngs(root, state.step, per_device),
+                                     rngs=_rngs(config.seed, state.step, per_device),
                                      mutable=['batch_stats'])
       # Auxiliary classifiers (GoogLeNet) return (logits, *aux_logits) in training.
       logits, *aux = _float32_outputs(outputs)
