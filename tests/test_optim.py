@@ -81,9 +81,8 @@ def test_ema_and_max_norm_in_a_real_run(tmp_path, data_dir):
 
 def test_rng_streams_are_named_and_follow_the_step():
   from cnn_jax.train import steps  # pylint: disable=g-import-not-at-top
-  root = jax.random.key(0)
   at = lambda step: {k: jax.random.key_data(v).tolist() for k, v in
-                     steps._rngs(root, step, per_device=False).items()}  # pylint: disable=protected-access
+                     steps._rngs(0, step, per_device=False).items()}  # pylint: disable=protected-access
   assert set(at(0)) == {'dropout', 'stochastic_depth'}
   assert at(0)['dropout'] != at(0)['stochastic_depth']
   assert at(0) != at(1) and at(5) == at(5)  # fold_in(step): a resumed run draws the same keys

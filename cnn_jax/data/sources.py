@@ -61,8 +61,7 @@ class Source:
     if None in self.example_shape or len(self) * (
         np.prod(self.example_shape) + 4 * np.prod(self.label_shape)) > IN_MEMORY_BYTES:
       return None
-    # One batched read (TFDS's data-source protocol): 40% faster than one record at a time.
-    examples = self.records.__getitems__(list(range(len(self))))
+    examples = [self.records[i] for i in range(len(self))]
     return Columns({name: np.stack([np.asarray(e[name]) for e in examples])
                     for name in ('image', 'label')})
 
