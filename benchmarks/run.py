@@ -331,6 +331,21 @@ def _first_step_s(stderr: str, launched: float) -> float:
   return (logged - launch).total_seconds() % 86400  # a launch across midnight
 
 
+def _launch_s(experiment: str, cache: str) -> tuple[float, float]:
+  """A one-step run of ``experiment`` with compilation cache ``cache``: seconds from the launch
+  to its first step's end, and to the process's end."""
+  workdir = tempfile.mkdtemp(prefix='cnn_jax-bench-')
+  try:
+    launched, start = time.time(), time.perf_counter()
+    out = subprocess.run([sys.executable, '-m', 'cnn_jax.main', f'--config={experiment}',
+                          f'--workdir={workdir}', '--config.num_steps=1'], cwd=REPO,
+                         env=dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache), check=True,
+                         capture_output=True, text=True, timeout=1800)
+    return _first_step_s(out.stderr, launched), time.perf_counter() - start
+  finally:
+    shutil.rmtree(workdir)
+
+
 def compile_cache_benchmark(experiment: str, rounds: int) -> dict:
   """A one-step run launched twice: with an empty compilation cache, then with the one the
   first launch filled. Timed to its first step's end and to the end of the process; ``rounds``
@@ -339,25 +354,16 @@ def compile_cache_benchmark(experiment: str, rounds: int) -> dict:
   pairs = []
   for _ in range(rounds):
     cache = tempfile.mkdtemp(prefix='cnn_jax-cache-')
-    first_step, whole = [], []
     try:
-      for _ in range(2):
-        workdir = tempfile.mkdtemp(prefix='cnn_jax-bench-')
-        env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache)
-        launched, start = time.time(), time.perf_counter()
-        out = subprocess.run([sys.executable, '-m', 'cnn_jax.main', f'--config={experiment}',
-                              f'--workdir={workdir}', '--config.num_steps=1'], cwd=REPO, env=env,
-                             check=True, capture_output=True, text=True, timeout=1800)
-        whole.append(time.perf_counter() - start)
-        first_step.append(_first_step_s(out.stderr, launched))
-        shutil.rmtree(workdir)
+      cold_first, cold = _launch_s(experiment, cache)
+      warm_first, warm = _launch_s(experiment, cache)  # with what the first launch compiled
     finally:
       shutil.rmtree(cache)
-    pairs.append({'cold_first_step_s': round(first_step[0], 2),
-                  'warm_first_step_s': round(first_step[1], 2),
-                  'first_step_speedup': round(first_step[0] / first_step[1], 2),
-                  'cold_s': round(whole[0], 2), 'warm_s': round(whole[1], 2),
-                  'speedup': round(whole[0] / whole[1], 2)})
+    pairs.append({'cold_first_step_s': round(cold_first, 2),
+                  'warm_first_step_s': round(warm_first, 2),
+                  'first_step_speedup': round(cold_first / warm_first, 2),
+                  'cold_s': round(cold, 2), 'warm_s': round(warm, 2),
+                  'speedup': round(cold / warm, 2)})
   median = lambda key: round(statistics.median(pair[key] for pair in pairs), 2)
   return {'experiment': experiment, **{key: median(key) for key in pairs[0]}, 'rounds': pairs}
 

@@ -28,8 +28,6 @@ def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('tfds'))
 
 
-
-
 def pytest_runtest_setup(item):  # pylint: disable=unused-argument
   """Each test starts with what the tests before it left alive (mostly JAX's caches of traces and
   compiled programs, over a million objects by a worker's end) frozen out of Python's cyclic
