@@ -13,7 +13,8 @@ run.
   configuration's figure is its best round. ``ratio`` is cnn_jax's best over PyTorch's best at
   the same precision.
 * ``input_pipeline``: for every shipped experiment whose data is prepared, the images/s that
-  `pipeline.train_batches` delivers against the images/s its train step consumes.
+  `pipeline.train_batches` delivers against the images/s its train step consumes, both on the
+  devices a launch of the experiment makes.
 * ``max_pool``: max pooling forward and backward on one CPU device, its gradient by cnn_jax's
   rule for CPUs (the 'mixed' form) against XLA's own (``select_and_scatter``), alternating.
 * ``compile_cache``: seconds from launch to the end of the first step of a one-step run (and to
@@ -320,6 +321,15 @@ def pipeline_worker(experiment: str, batches: int) -> dict:
           'pipeline_over_step': round(pipeline_rate / step_rate, 2)}
 
 
+def _launch_devices(experiment: str) -> int:
+  """The host devices a launch of ``experiment`` makes on this machine (`host.configure`)."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  from cnn_jax import host  # pylint: disable=g-import-not-at-top
+
+  config = importlib.import_module(f'experiments.{experiment}').get_config()
+  return host.host_devices(os.cpu_count() or 1, [config.batch_size, config.eval_batch_size])
+
+
 def _first_step_s(stderr: str, launched: float) -> float:
   """Seconds from ``launched`` (wall clock) to the training log's "First step done" line, by the
   line's own absl timestamp (local time of day, e.g. ``I1123 09:10:22.818500``)."""
@@ -423,8 +433,8 @@ def main() -> None:
     report['train_step'] = train_step_benchmarks(models, args.rounds, args.steps, args.devices,
                                                  gpu, peak)
   if 'input_pipeline' in only:
-    report['input_pipeline'] = [_spawn(['pipeline', name, str(args.batches)])
-                                for name in EXPERIMENTS]
+    report['input_pipeline'] = [
+        _spawn(['pipeline', name, str(args.batches)], _launch_devices(name)) for name in EXPERIMENTS]
   if 'max_pool' in only and not gpu:
     report['max_pool'] = _spawn(['max_pool'])
   if 'compile_cache' in only:

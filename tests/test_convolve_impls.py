@@ -26,6 +26,9 @@ CASES = [
     ((2, 9, 9, 6), (3, 3, 1, 6), (2, 2), ((1, 1), (1, 1)), (1, 1), 6, 'shifts'),
     ((2, 10, 5), (5, 1, 5), (1,), ((4, 0),), (2,), 5, 'shifts'),  # causal, dilated depthwise
     ((2, 7, 7, 4), (3, 3, 2, 6), (1, 1), ((1, 1), (1, 1)), (1, 1), 2, 'xla'),  # grouped
+    # One input channel, whose patches are planes taps first: strided, dilated, cropped; causal.
+    ((2, 12, 11, 1), (5, 3, 1, 6), (2, 1), ((2, 1), (-1, 2)), (1, 2), 1, 'patches'),
+    ((3, 16, 1), (4, 1, 8), (1,), ((3, 0),), (1,), 1, 'patches'),
 ]
 
 
@@ -36,6 +39,7 @@ MIXED_CASES = [
     ((2, 9, 8, 20), (3, 3, 20, 24), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, 'mixed'),
     ((2, 10, 9, 17), (3, 2, 17, 5), (1, 1), ((2, 0), (-1, 1)), (2, 1), 1, 'mixed'),
     ((2, 11, 10, 3), (5, 3, 3, 32), (2, 3), ((2, 1), (1, 1)), (1, 1), 1, 'mixed'),
+    ((2, 11, 10, 1), (3, 3, 1, 32), (2, 2), ((1, 1), (1, 1)), (1, 1), 1, 'mixed'),
     # LeNet-5's C5: its input gradient, a 5x5 window over a 1x1 map, goes through the patches.
     ((2, 5, 5, 16), (5, 5, 16, 24), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, 'mixed'),
     # Depthwise kernels, whose kernel gradient is one pass over every tap and input gradient one

@@ -168,6 +168,15 @@ def _patch_product(x, kernel, strides, padding, dilation, precision) -> jax.Arra
   """im2col: the patches times the kernel as a matrix, whose rows are (tap, input channel) in the
   order of the taps side by side."""
   rank = kernel.ndim - 2
+  if x.shape[-1] == 1:
+    # One input channel (a grayscale image, a 1-D signal): side by side, the patches would be
+    # written one value per tap at a time; each tap's window is instead a plane of its own, taps
+    # first, and the product is taken transposed, [F, positions]. A 1-channel 5x5 layer's forward
+    # and kernel gradient on LeNet-5's 128 digits: 1.35-1.9x faster, its whole step 1.15x.
+    planes = jnp.stack(taps.windows(taps.pad(x, padding), kernel.shape[:rank], strides, dilation))
+    product = jnp.dot(kernel.reshape(-1, kernel.shape[-1]).T, planes.reshape(len(planes), -1),
+                      precision=precision)
+    return jnp.moveaxis(product.reshape(-1, *planes.shape[1:-1]), 0, -1)
   patches = _patches(taps.pad(x, padding), kernel.shape[:rank], strides, dilation)
   # As one [positions, columns] matrix: the product's transposes (the gradients) then contract
   # a leading dim of 2-D operands, which XLA's CPU dot takes as they are; from the 4-D form it
@@ -242,9 +251,11 @@ def _patch_gradient(x, dy, window, strides, padding, dilation, precision) -> jax
     part = lambda z: lax.dynamic_slice_in_dim(z, i * chunk, chunk, axis=1)
     x_part = part(x).reshape(groups * chunk, *x.shape[2:])
     patches = _patches(taps.pad(x_part, padding), window, strides, dilation)
-    return total + lax.dot_general(part(dy).reshape(groups, -1, features),
+    # dy transposed first: XLA hands YNNPACK only products whose operands need no transposing,
+    # and YNNPACK ran ResNet-18's chunks as fast as Eigen or up to 11% faster (its step: 3%).
+    return total + lax.dot_general(part(dy).reshape(groups, -1, features).swapaxes(1, 2),
                                    patches.reshape(groups, -1, columns),
-                                   (((1,), (1,)), ((0,), (0,))), precision=precision)
+                                   (((2,), (1,)), ((0,), (0,))), precision=precision)
 
   total = lax.fori_loop(0, per_group // chunk, accumulate,
                         jnp.zeros((groups, features, columns), dy.dtype))
