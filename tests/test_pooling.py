@@ -84,9 +84,35 @@ def test_max_pool_gradient_goes_to_each_windows_first_maximum_in_every_form(cfg,
   (mixed, program), (xla, _) = grad('mixed'), grad('xla')
   np.testing.assert_allclose(mixed, xla, rtol=1e-6, atol=1e-6)
   assert 'select_and_scatter' not in program
-  # Forward mode needs XLA's own rule, as for the 'mixed' convolutions.
+  # Forward mode needs XLA's own rule, as for the 'mixed' convolutions: the tangent at each
+  # window's maximum (inputs without ties, whose maximum XLA may take from any tap).
+  distinct, tangent = (jnp.asarray(_x(size, seed + s), jnp.float32) for s in (2, 3))
+
+  def tangent_and_indices(v, t):
+    _, out = jax.jvp(lambda v: L.max_pool(v, window, strides, padding), (v,), (t,))
+    return out, L.max_pool_with_indices(v, window, strides, padding)[1]
+
   with convolve.use('xla'):
-    jax.jvp(lambda v: L.max_pool(v, window, strides, padding), (x,), (jnp.ones_like(x),))
+    got, indices = jax.jit(tangent_and_indices)(distinct, tangent)
+  np.testing.assert_array_equal(
+      got, np.take_along_axis(np.asarray(tangent).reshape(2, -1, 3),
+                              np.asarray(indices).reshape(2, -1, 3), axis=1).reshape(got.shape))
+
+
+def test_a_window_of_only_minus_infinity_takes_an_input_not_the_padding():
+  """Padding is -inf as well: the maximum, its gradient and its index still come from one of the
+  window's inputs."""
+  x = jnp.full((1, 4, 4, 1), -jnp.inf).at[0, 3, 3, 0].set(1.0)
+  padding = [(1, 1), (1, 1)]
+  pooled, indices = L.max_pool_with_indices(x, 3, strides=2, padding=padding)
+  # Three windows start in the padding and hold only -inf: each one's first input wins.
+  np.testing.assert_array_equal(indices[0, ..., 0], [[0, 1], [4, 15]])
+  # The gradient goes there too under 'mixed' (XLA's own rule sends these windows' to the padding).
+  dy = jnp.arange(1.0, 5.0).reshape(pooled.shape)
+  with convolve.use('mixed'):
+    _, vjp = jax.vjp(lambda v: L.max_pool(v, 3, strides=2, padding=padding), x)
+  np.testing.assert_array_equal(vjp(dy)[0].ravel()[indices.ravel()], dy.ravel())
+  assert float(vjp(dy)[0].sum()) == float(dy.sum())
 
 
 def test_max_pool_default_stride_is_one_as_in_flax():

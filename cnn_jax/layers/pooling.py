@@ -70,12 +70,18 @@ def _max_pool_backward(window, strides, pads, residuals, dy):
 
 def _first_maximum(x, pooled, window, strides, pads) -> jax.Array:
   """Per window, the first tap (row-major) holding its maximum ``pooled``, or a NaN in it, as
-  `jnp.argmax` picks; one pass over the taps, without stacking copies of ``x``."""
+  `jnp.argmax` picks, never one in the padding; one pass over the taps, without stacking copies
+  of ``x``."""
   slices = taps.windows(taps.pad(x, pads, -jnp.inf), window, strides, (1,) * len(window))
   first = jnp.full(pooled.shape, len(slices), jnp.int32)
   for t in reversed(range(len(slices))):
     first = jnp.where((slices[t] == pooled) | jnp.isnan(slices[t]), t, first)
-  return first
+  # The padding is -inf too: where a window's inputs are all -inf, a padded tap before them ties.
+  # Their first is then the window's first tap on an input: per dim, the first past the padding.
+  inside = [np.maximum(lo - np.arange(n) * s, 0)
+            for n, s, (lo, _) in zip(pooled.shape[1:-1], strides, pads)]
+  first_inside = np.ravel_multi_index(np.meshgrid(*inside, indexing='ij'), window)
+  return jnp.where(pooled == -jnp.inf, first_inside[None, ..., None].astype(np.int32), first)
 
 
 _max_pool.defvjp(_max_pool_forward, _max_pool_backward)
