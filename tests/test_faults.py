@@ -35,7 +35,7 @@ def _run(command, **kwargs) -> subprocess.CompletedProcess:
   return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, **kwargs)
 
 
-def _wait_for_progress(workdir, process, step):
+def wait_for_progress(workdir, process, step):
   """Returns once metrics.jsonl has reached ``step`` (the run is mid-way)."""
   path = os.path.join(workdir, 'metrics.jsonl')
   for _ in range(3000):
@@ -69,7 +69,7 @@ def test_sigterm_and_ctrl_c_save_exit_0_and_the_same_command_resumes_exactly(ref
   for sent in (signal.SIGTERM, signal.SIGINT):
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
-    _wait_for_progress(workdir, process, 60 if not stops else stops[-1] + 60)
+    wait_for_progress(workdir, process, 60 if not stops else stops[-1] + 60)
     process.send_signal(sent)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err[-3000:]
@@ -93,7 +93,7 @@ def test_kill_9_at_any_moment_then_the_same_command_resumes_exactly(reference, t
   for until in (45, 170):
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    _wait_for_progress(workdir, process, until)
+    wait_for_progress(workdir, process, until)
     for _ in range(200):  # kill during a save if one shows up within a second
       if glob.glob(os.path.join(folder, '*.orbax-checkpoint-tmp*')):
         break
@@ -259,7 +259,7 @@ def test_one_run_per_workdir_and_a_killed_run_leaves_no_stale_lock(tmp_path, dat
   first = subprocess.Popen(_command(workdir, data_dir, 3000), cwd=REPO,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   try:
-    _wait_for_progress(workdir, first, 10)
+    wait_for_progress(workdir, first, 10)
     second = _run(_command(workdir, data_dir, 3000, '--config.optim.lr=0.01'))
     assert second.returncode == 1
     assert 'is in use by a running training (host' in second.stderr

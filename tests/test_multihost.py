@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from cnn_jax.train import checkpoint
-from tests.test_faults import _wait_for_progress
+from tests.test_faults import wait_for_progress
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,7 +71,7 @@ def test_a_sigterm_to_one_process_stops_both_at_the_same_step_with_one_checkpoin
                                 text=True) for i, log in enumerate(logs)]
   try:
     # Process 0 logs steps that process 1 took part in: both are in the loop, handlers installed.
-    _wait_for_progress(workdir, processes[0], 8)
+    wait_for_progress(workdir, processes[0], 8)
     processes[1].send_signal(signal.SIGTERM)
     codes = [p.wait(timeout=120) for p in processes]
   finally:
