@@ -5,7 +5,8 @@ computes the same maths in one of several forms:
 
 * ``'xla'``: XLA's native convolution (cuDNN on GPUs, the MXU on TPUs).
 * ``'matmul'``: convolution as matrix multiplication, the notes' Toeplitz / im2col view: the input
-  windows of every kernel tap side by side ("patches"), times the kernel as a matrix; a 1x1 kernel
+  windows of every kernel tap side by side ("patches"), times the kernel as a matrix (for a single
+  input channel, each tap's window a plane of its own and the product transposed); a 1x1 kernel
   is a plain matrix product; a depthwise kernel, whose channels never mix, is a sum of shifted
   copies of the input scaled per channel. On CPUs these run on XLA's multi-threaded matrix
   product and fused element-wise loops, where its native convolution, except the forward 2-D ones
