@@ -326,8 +326,7 @@ def _launch_devices(experiment: str) -> int:
   import importlib  # pylint: disable=g-import-not-at-top
   from cnn_jax import host  # pylint: disable=g-import-not-at-top
 
-  config = importlib.import_module(f'experiments.{experiment}').get_config()
-  return host.host_devices(os.cpu_count() or 1, [config.batch_size, config.eval_batch_size])
+  return host.launch_devices(importlib.import_module(f'experiments.{experiment}').get_config())
 
 
 def _first_step_s(stderr: str, launched: float) -> float:

@@ -54,15 +54,20 @@ def keep_freed_memory() -> bool:
              ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
 
 
-def configure(batch_sizes: list[int]) -> None:
+def launch_devices(config) -> int:
+  """The CPU devices a launch of ``config`` makes on this machine: one per core at most, as many
+  as its train and eval batch sizes split into."""
+  return host_devices(os.cpu_count() or 1, [config.batch_size, config.eval_batch_size])
+
+
+def configure(config) -> None:
   """Sets what JAX reads before its first device starts; what the user set is kept: ``XLA_FLAGS``
   with its own ``--xla_force_host_platform_device_count``, ``JAX_COMPILATION_CACHE_DIR``
   (empty: no cache), and malloc's own variables (see `keep_freed_memory`)."""
   keep_freed_memory()  # before JAX's threads start: arenas are given out on a thread's first malloc
   xla_flags = os.environ.get('XLA_FLAGS', '')
   if DEVICE_COUNT_FLAG not in xla_flags:  # read when the CPU backend starts, not at import
-    count = host_devices(os.cpu_count() or 1, batch_sizes)
-    os.environ['XLA_FLAGS'] = f'{xla_flags} {DEVICE_COUNT_FLAG}={count}'.strip()
+    os.environ['XLA_FLAGS'] = f'{xla_flags} {DEVICE_COUNT_FLAG}={launch_devices(config)}'.strip()
   # Programs compiled in under 0.1 s recompile about as fast as they load; everything else is
   # kept, the eval step's 0.3 s compile too (a warm one-step `default` launch: 3.5 -> 3.3 s).
   cache = {'JAX_COMPILATION_CACHE_DIR': cache_directory(),

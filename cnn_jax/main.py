@@ -125,7 +125,7 @@ def main(argv) -> None:
     raise app.UsageError(f'Unexpected arguments {argv[1:]}; flags are --config, --workdir, '
                          '--config.<field>=<value> and the multi-host flags.')
   config = _CONFIG.value
-  host.configure([config.batch_size, config.eval_batch_size])  # before JAX starts
+  host.configure(config)  # before JAX starts
   # The imports leave about 280k objects that live as long as the process. Each full collection
   # walked them all (0.02-0.13 s, 0.14 s in all before the first step and as much in a trace
   # after it); frozen, collections leave them out.
