@@ -26,7 +26,7 @@ import orbax.checkpoint as ocp
 
 from cnn_jax import models
 from cnn_jax.data import pipeline, sources
-from cnn_jax.train import checkpoint, parallel, steps
+from cnn_jax.train import checkpoint, loop, parallel, steps
 
 
 def _tuples(value):
@@ -239,8 +239,7 @@ def _load(workdir: str, step, devices) -> Run:
   except (TypeError, ValueError) as error:
     raise ValueError(f'config.json of {workdir} does not build a model ({error}); restore the '
                      'config the run was trained with.') from None
-  shaped = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
-                          jax.ShapeDtypeStruct((1, *example_shape), np.float32))
+  _, shaped = loop.abstract_init(model, example_shape)
   params_field = 'ema_params' if config.ema_decay else 'params'
   abstract = {params_field: shaped['params']}
   if 'batch_stats' in shaped:

@@ -120,6 +120,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   models.resolve_kwargs(config.model.name, {}, dict(config.model.kwargs))
 
 
+def abstract_init(model, example_shape: tuple) -> tuple:
+  """``(output, variables)`` of ``model`` on one example of ``example_shape``, from shapes alone
+  (no compile). Its key is made inside the trace: an eager one is a compile of its own."""
+  return jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x, train=False),
+                        jax.ShapeDtypeStruct((1, *example_shape), jnp.float32))
+
+
 def check_task(config: ml_collections.ConfigDict, model, source: sources.Source,
                example_shape: tuple) -> None:
   """Model output, loss and metrics against the data's labels, from shapes alone (no compile)."""
@@ -134,9 +141,7 @@ def check_task(config: ml_collections.ConfigDict, model, source: sources.Source,
     if config[section][name] == ('top5_accuracy' if dense else 'mean_iou'):
       raise ConfigError(f'config.{field}={config[section][name]!r} is not computed for {kind} '
                         f'labels; use {usable}.')
-  output, variables = jax.eval_shape(
-      lambda x: model.init_with_output(jax.random.key(0), x, train=False),
-      jax.ShapeDtypeStruct((1, *example_shape), jnp.float32))
+  output, variables = abstract_init(model, example_shape)
   if isinstance(output, tuple):
     output = output[0]
   models.check_contract(config.model.name, model, batch_norm_across_devices=(
