@@ -34,10 +34,12 @@ CASES = [
 
 # What 'mixed' runs its own way. 2-D float32 kernels with more than 16 channels in or out: unit
 # strides (input gradient as a flipped convolution), with dilation and cropping, and strided
-# (input gradient through the patches).
+# (input gradient through the patches); the kernel gradient's first-dim taps as shifts of dy
+# (unit stride there) or as x's patches.
 MIXED_CASES = [
     ((2, 9, 8, 20), (3, 3, 20, 24), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, 'mixed'),
     ((2, 10, 9, 17), (3, 2, 17, 5), (1, 1), ((2, 0), (-1, 1)), (2, 1), 1, 'mixed'),
+    ((2, 9, 10, 20), (3, 3, 20, 24), (1, 2), ((0, 1), (1, 0)), (1, 1), 1, 'mixed'),
     ((2, 11, 10, 3), (5, 3, 3, 32), (2, 3), ((2, 1), (1, 1)), (1, 1), 1, 'mixed'),
     ((2, 11, 10, 1), (3, 3, 1, 32), (2, 2), ((1, 1), (1, 1)), (1, 1), 1, 'mixed'),
     # LeNet-5's C5: its input gradient, a 5x5 window over a 1x1 map, goes through the patches.
