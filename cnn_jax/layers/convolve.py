@@ -18,11 +18,12 @@ computes the same maths in one of several forms:
   (the input's gradient as a forward convolution with the kernel flipped, so that YNNPACK takes
   it; a strided one's is the patches' transpose), and backward to the kernel as the patches'
   matrix product, the one gradient YNNPACK does not compute, built a cache-sized chunk of each
-  device's batch at a time (a single input channel's planes all at once). Float32 depthwise
-  convolutions keep only their input for the backward pass, compute its gradient one phase of
-  the stride at a time, and sum every tap's kernel gradient in one pass over it. Being
-  `jax.custom_vjp` rules, they are reverse mode only: forward-mode derivatives (`jax.jvp`,
-  `jax.jacfwd`, `jax.hessian`) need 'matmul' or 'xla'.
+  device's batch at a time (a unit-stride first dim's taps as shifts of dy; a single input
+  channel's planes all at once). Float32 depthwise convolutions keep only their input for the
+  backward pass, compute its gradient one phase of the stride at a time, and sum every tap's
+  kernel gradient in one pass over it. Being `jax.custom_vjp` rules, they are reverse mode
+  only: forward-mode derivatives (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) need 'matmul' or
+  'xla'.
 * ``'auto'`` (default): 'mixed' on CPUs, 'xla' on GPUs and TPUs.
 
 The form is chosen per call (``convolve(..., impl=)``, the ``conv_impl`` field of `Conv` and
