@@ -250,12 +250,16 @@ def _patch_gradient(x, dy, window, strides, padding, dilation, precision) -> jax
     planes = _planes(x, window, strides, padding, dilation)
     return jnp.dot(planes.reshape(len(planes), -1), dy.reshape(-1, features),
                    precision=precision).reshape(*window, 1, features)
-  rank = len(window)
-  shifts = window[0] if strides[0] == 1 else 1  # the first dim's taps taken from dy
-  x_window = (1 if shifts > 1 else window[0],) + tuple(window[1:])
-  x_padding = ((0, 0) if shifts > 1 else padding[0],) + tuple(padding[1:])
-  positions = (x.shape[1] if shifts > 1 else dy.shape[1],) + dy.shape[2:-1]
-  rows, columns = shifts * features, math.prod(x_window) * x.shape[-1]
+  if strides[0] == 1:  # the first dim's taps from dy: x's patches along the other dims only
+    # Tap i meets x's row r at dy's row r + lo - i * dilation (none outside dy).
+    lo = padding[0][0]
+    crops = [(i * dilation[0] - lo, x.shape[1] - dy.shape[1] - i * dilation[0] + lo)
+             for i in range(window[0])]
+    x_window, x_padding = (1, *window[1:]), ((0, 0), *padding[1:])
+    positions = (x.shape[1], *dy.shape[2:-1])
+  else:
+    crops, x_window, x_padding, positions = [(0, 0)], window, padding, dy.shape[1:-1]
+  rows, columns = len(crops) * features, math.prod(x_window) * x.shape[-1]
   image_bytes = math.prod(positions) * (rows + columns) * x.dtype.itemsize
   # One group per device, each looping over its own chunks: under jit the batch is split over
   # devices, and a loop over the whole batch would gather it to every device. Under shard_map
@@ -267,17 +271,14 @@ def _patch_gradient(x, dy, window, strides, padding, dilation, precision) -> jax
               if per_group % d == 0 and (d == 1 or d * image_bytes <= _CHUNK_BYTES))
   x = x.reshape(groups, per_group, *x.shape[1:])
   dy = dy.reshape(groups, per_group, *dy.shape[1:])
-  # Tap i of the first dim meets x's row r at dy's row r + lo - i * dilation (none outside dy).
-  lo, zero = padding[0][0], jnp.zeros((), dy.dtype)
-  crops = [(i * dilation[0] - lo, x.shape[2] - dy.shape[2] - i * dilation[0] + lo)
-           for i in range(shifts)] if shifts > 1 else [(0, 0)]
+  zero = jnp.zeros((), dy.dtype)
 
   def accumulate(i, total):
     part = lambda z: lax.dynamic_slice_in_dim(z, i * chunk, chunk, axis=1)
     x_part = part(x).reshape(groups * chunk, *x.shape[2:])
     patches = _patches(taps.pad(x_part, x_padding), x_window, strides, dilation)
     shifted = jnp.concatenate([lax.pad(part(dy), zero, [(0, 0, 0)] * 2 + [(a, b, 0)] +
-                                       [(0, 0, 0)] * rank) for a, b in crops], axis=-1)
+                                       [(0, 0, 0)] * len(window)) for a, b in crops], axis=-1)
     # Both [positions, ...], contracted over their leading dim as they are (by Eigen): YNNPACK
     # takes only untransposed operands, and transposing the shifted dy cost more than it gained.
     return total + lax.dot_general(shifted.reshape(groups, -1, rows),
@@ -286,8 +287,8 @@ def _patch_gradient(x, dy, window, strides, padding, dilation, precision) -> jax
 
   total = lax.fori_loop(0, per_group // chunk, accumulate,
                         jnp.zeros((groups, rows, columns), dy.dtype))
-  # [shifts, features, x's taps, channels] -> [*window, channels, features]
-  total = total.sum(0).reshape(shifts, features, -1, x.shape[-1]).transpose(0, 2, 3, 1)
+  # [dy's shifts, features, x's taps, channels] -> [*window, channels, features]
+  total = total.sum(0).reshape(len(crops), features, -1, x.shape[-1]).transpose(0, 2, 3, 1)
   return total.reshape(*window, x.shape[-1], features)
 
 
