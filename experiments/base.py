@@ -42,6 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.std = (1.0,)
   config.data.num_threads = 2
   config.data.prefetch = 8
+  config.data.batches_per_transfer = 1  # >1 for tiny batches whose transfer costs a step's share
   config.data.augment = ml_collections.ConfigDict()
   config.data.augment.crop_padding = 0
   config.data.augment.flip = False

@@ -30,7 +30,8 @@ def _env(devices: int) -> dict:
 def _flags(workdir, data_dir, steps):
   return [f'--workdir={workdir}', f'--config.data.data_dir={data_dir}',
           f'--config.num_steps={steps}', '--config.log_every=3', '--config.eval_every=3',
-          '--config.checkpoint.every=3', '--config.model.kwargs.widths=(8, 16)']
+          '--config.checkpoint.every=3', '--config.model.kwargs.widths=(8, 16)',
+          '--config.data.batches_per_transfer=4']  # 4 per transfer, resumed at step 6
 
 
 def test_two_processes_train_together_and_one_resumes(tmp_path):

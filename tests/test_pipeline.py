@@ -54,3 +54,25 @@ def test_a_stream_is_augmented_exactly_when_an_augmentation_is_set(data_dir):
     same = [np.array_equal(x, y) for x, y in zip(a['image'], b['image'])]
     mirrored = [np.array_equal(x[:, ::-1], y) for x, y in zip(a['image'], b['image'])]
     assert all(s or m for s, m in zip(same, mirrored)) and 0 < sum(mirrored) < len(mirrored)
+
+
+def test_batches_moved_in_groups_are_the_batches_moved_one_by_one(data_dir):
+  config = default.get_config()
+  config.data.data_dir = data_dir
+  config.data.augment.flip = True  # drawn per batch: the same whatever the grouping
+  source = sources.load('digits', 'train', data_dir)
+  mesh = parallel.make_mesh()
+  stream = pipeline.train_batches(source, config, mesh)
+  one_by_one = [next(stream) for _ in range(7)]
+  config.data.batches_per_transfer = 3
+  stream = pipeline.train_batches(source, config, mesh)
+  in_groups = [next(stream) for _ in range(7)]
+  resumed = _batches(pipeline.train_batches(source, config, mesh, 4), 3)  # inside a group
+  sharding = one_by_one[0]['image'].sharding
+  assert all(b[k].sharding == sharding for b in in_groups for k in b)
+  for a, b in zip(one_by_one, in_groups):
+    np.testing.assert_array_equal(a['image'], b['image'])
+    np.testing.assert_array_equal(a['label'], b['label'])
+  for a, b in zip(one_by_one[4:], resumed):
+    np.testing.assert_array_equal(a['image'], b['image'])
+    np.testing.assert_array_equal(a['label'], b['label'])

@@ -74,6 +74,7 @@ RANGES = (
     ('optim.warmup_epochs', 0, None, True), ('optim.plateau_patience', 0, None, True),
     ('optim.clip_norm', 0, None, True), ('optim.max_norm', 0, None, True),
     ('data.num_threads', 0, None, True), ('data.prefetch', 0, None, True),
+    ('data.batches_per_transfer', 1, None, True),
 )
 
 
