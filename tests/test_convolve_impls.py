@@ -43,6 +43,11 @@ MIXED_CASES = [
     ((2, 7, 9, 20), (1, 3, 20, 24), (1, 1), ((1, 2), (1, 1)), (1, 1), 1, 'mixed'),
     ((2, 11, 10, 3), (5, 3, 3, 32), (2, 3), ((2, 1), (1, 1)), (1, 1), 1, 'mixed'),
     ((2, 11, 10, 1), (3, 3, 1, 32), (2, 2), ((1, 1), (1, 1)), (1, 1), 1, 'mixed'),
+    # Strided input gradients one stride phase at a time: ResNet's 'SAME' downsampling, a 3x4
+    # window at strides (2, 3) (phases of 1 and 2 taps), and a padding that crops dy's phases.
+    ((2, 10, 12, 20), (3, 3, 20, 24), (2, 2), ((0, 1), (0, 1)), (1, 1), 1, 'mixed'),
+    ((2, 9, 12, 20), (3, 4, 20, 24), (2, 3), ((1, 1), (1, 1)), (1, 1), 1, 'mixed'),
+    ((2, 8, 8, 20), (3, 3, 20, 24), (2, 2), ((3, 2), (2, 3)), (1, 1), 1, 'mixed'),
     # LeNet-5's C5: its input gradient, a 5x5 window over a 1x1 map, goes through the patches.
     ((2, 5, 5, 16), (5, 5, 16, 24), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, 'mixed'),
     # Depthwise kernels, whose kernel gradient is one pass over every tap and input gradient one
