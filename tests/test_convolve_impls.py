@@ -32,6 +32,13 @@ CASES = [
 ]
 
 
+TAP_CASES = [
+    ((2, 4, 4, 256), (3, 3, 256, 128), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, 'mixed'),
+    ((2, 8, 7, 256), (3, 3, 256, 64), (2, 2), ((0, 1), (1, 1)), (1, 1), 1, 'mixed'),
+    ((2, 5, 6, 128), (3, 2, 128, 128), (1, 1), ((2, 1), (-1, 1)), (2, 1), 1, 'mixed'),
+]
+
+
 # What 'mixed' runs its own way. 2-D float32 kernels with more than 16 channels in or out: unit
 # strides (input gradient as a flipped convolution), with dilation and cropping, and strided
 # (input gradient through the patches); the kernel gradient's first-dim taps as shifts of dy
@@ -48,6 +55,9 @@ MIXED_CASES = [
     ((2, 10, 12, 20), (3, 3, 20, 24), (2, 2), ((0, 1), (0, 1)), (1, 1), 1, 'mixed'),
     ((2, 9, 12, 20), (3, 4, 20, 24), (2, 3), ((1, 1), (1, 1)), (1, 1), 1, 'mixed'),
     ((2, 8, 8, 20), (3, 3, 20, 24), (2, 2), ((3, 2), (2, 3)), (1, 1), 1, 'mixed'),
+    # Small maps with many channels, forward (and the first's input gradient) one product per tap
+    # over the inputs it meets: ResNet's 4x4 layer; strided; a dilated, cropping window.
+    *TAP_CASES,
     # LeNet-5's C5: its input gradient, a 5x5 window over a 1x1 map, goes through the patches.
     ((2, 5, 5, 16), (5, 5, 16, 24), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, 'mixed'),
     # Depthwise kernels, whose kernel gradient is one pass over every tap and input gradient one
@@ -68,7 +78,9 @@ def test_every_form_equals_the_native_convolution(shape, kernel_shape, strides, 
   assert convolve_module.form(impl, kernel_shape, groups) == expected
   rng = np.random.default_rng(len(shape) + sum(kernel_shape))
   x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
-  kernel = jnp.asarray(rng.standard_normal(kernel_shape), jnp.float32)
+  # Scaled by the fan-in, as layers initialise it: outputs of order one, whatever the channels.
+  kernel = jnp.asarray(rng.standard_normal(kernel_shape) / np.sqrt(np.prod(kernel_shape[:-1])),
+                       jnp.float32)
 
   def run(impl):
     def loss(x, kernel):
@@ -107,6 +119,19 @@ def test_auto_is_mixed_on_cpu_and_xla_elsewhere_and_transposes_stay_native():
     convolve_module.form('fast', (3, 3, 4, 8))
 
 
+@pytest.mark.parametrize('shape,kernel_shape,strides,padding,dilation', [
+    case[:5] for case in TAP_CASES])
+def test_small_maps_skip_the_padding_and_large_ones_keep_the_direct_kernels(
+    shape, kernel_shape, strides, padding, dilation):
+  x, kernel = jnp.ones(shape), jnp.ones(kernel_shape)
+  direct = lambda x, kernel: convolve_module._direct(x, kernel, strides, padding, dilation, None)
+  assert 'conv_general_dilated' not in _primitives(direct, x, kernel)
+  # The same layer on a map 8x larger meets little enough padding for YNNPACK, as do few channels.
+  large = jnp.ones((shape[0], *(8 * n for n in shape[1:-1]), shape[-1]))
+  assert 'conv_general_dilated' in _primitives(direct, large, kernel)
+  assert 'conv_general_dilated' in _primitives(direct, x[..., :16], kernel[..., :16, :])
+
+
 def test_the_kernel_gradient_is_summed_over_chunks_of_each_devices_batch(monkeypatch):
   """'mixed' builds a kernel gradient's patches a chunk of the batch at a time, each device on the
   examples it holds: the gradient is XLA's, and no device gathers the others' examples for it."""
@@ -141,6 +166,29 @@ def test_the_kernel_gradient_is_summed_over_chunks_of_each_devices_batch(monkeyp
   np.testing.assert_allclose(per_device('mixed')(x, kernel), per_device('xla')(x, kernel),
                              rtol=2e-5, atol=2e-4)
   assert '"known_trip_count":{"n":"4"}' in per_device('mixed').lower(x, kernel).compile().as_text()
+
+
+def test_a_small_maps_kernel_gradient_is_summed_tap_by_tap_on_each_devices_batch():
+  """On a 4x4 map of 256 channels the kernel gradient skips the padding, tap by tap, each device
+  on the examples it holds (no loop over chunks, no gather); the wider map keeps the patches."""
+  mesh = parallel.make_mesh()
+  rng = np.random.default_rng(1)
+  kernel = jnp.asarray(rng.standard_normal((3, 3, 256, 128)) / 48, jnp.float32)
+
+  def grad(impl):
+    def loss(x, kernel):
+      y = convolve(x, kernel, strides=(1, 1), padding=((1, 1), (1, 1)), kernel_dilation=(1, 1),
+                   impl=impl)
+      return jnp.sum(jnp.sin(y))
+    return jax.jit(jax.grad(loss, argnums=1))
+
+  for size, loops in ((4, False), (8, True)):
+    x = jax.device_put(rng.standard_normal((8, size, size, 256)).astype(np.float32),
+                       parallel.batch_sharded(mesh))
+    np.testing.assert_allclose(grad('mixed')(x, kernel), grad('xla')(x, kernel), rtol=2e-5,
+                               atol=2e-4)
+    program = grad('mixed').lower(x, kernel).compile().as_text()
+    assert ('while' in program) == loops and 'all-gather' not in program
 
 
 def _primitives(fn, *args) -> set[str]:

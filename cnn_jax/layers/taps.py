@@ -28,6 +28,15 @@ def along(x: jax.Array, axis: int, k: int, stride: int, step: int) -> list[jax.A
           for t in range(k)]
 
 
+def reach(size: int, out: int, k: int, stride: int, step: int, lo: int) -> list[tuple[int, int]]:
+  """For each of a window's ``k`` taps (``step`` apart) along a dim of ``size`` inputs padded by
+  ``lo`` in front: the (first, last + 1) output positions, of ``out``, whose tap meets an input
+  rather than padding (first >= last where none does). Output q's tap t meets input
+  q * stride + t * step - lo."""
+  return [(max(0, -((t * step - lo) // stride)), min(out, (size - 1 + lo - t * step) // stride + 1))
+          for t in range(k)]
+
+
 def windows(x: jax.Array, window: Sequence[int], strides: Sequence[int],
             dilation: Sequence[int]) -> list[jax.Array]:
   """For every tap (row-major over ``window``), the values of the padded ``x`` it meets at each
