@@ -2,6 +2,8 @@
 and 3-D, with strides, dilation, any padding (cropping too), depthwise and grouped kernels; the
 'mixed' form's own backward pass too."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -132,6 +134,14 @@ def test_small_maps_skip_the_padding_and_large_ones_keep_the_direct_kernels(
   assert 'conv_general_dilated' in _primitives(direct, x[..., :16], kernel[..., :16, :])
 
 
+def _kernel_gradient(impl, padding):
+  """A unit-stride 2-D convolution's jitted kernel gradient, in form ``impl``."""
+  def loss(x, kernel):
+    y = convolve(x, kernel, strides=(1, 1), padding=padding, kernel_dilation=(1, 1), impl=impl)
+    return jnp.sum(jnp.sin(y))
+  return jax.jit(jax.grad(loss, argnums=1))
+
+
 def test_the_kernel_gradient_is_summed_over_chunks_of_each_devices_batch(monkeypatch):
   """'mixed' builds a kernel gradient's patches a chunk of the batch at a time, each device on the
   examples it holds: the gradient is XLA's, and no device gathers the others' examples for it."""
@@ -140,12 +150,7 @@ def test_the_kernel_gradient_is_summed_over_chunks_of_each_devices_batch(monkeyp
   rng = np.random.default_rng(0)
   kernel = jnp.asarray(rng.standard_normal((3, 3, 20, 24)), jnp.float32)
 
-  def grad(impl):
-    def loss(x, kernel):
-      y = convolve(x, kernel, strides=(1, 1), padding=((1, 1), (0, 1)), kernel_dilation=(1, 1),
-                   impl=impl)
-      return jnp.sum(jnp.sin(y))
-    return jax.jit(jax.grad(loss, argnums=1))
+  grad = functools.partial(_kernel_gradient, padding=((1, 1), (0, 1)))
 
   # 3 examples on each of 4 devices; 6 examples do not split 4 ways: one loop over all of them.
   for batch, sharding in ((12, parallel.batch_sharded(mesh)), (6, parallel.replicated(mesh))):
@@ -175,12 +180,7 @@ def test_a_small_maps_kernel_gradient_is_summed_tap_by_tap_on_each_devices_batch
   rng = np.random.default_rng(1)
   kernel = jnp.asarray(rng.standard_normal((3, 3, 256, 128)) / 48, jnp.float32)
 
-  def grad(impl):
-    def loss(x, kernel):
-      y = convolve(x, kernel, strides=(1, 1), padding=((1, 1), (1, 1)), kernel_dilation=(1, 1),
-                   impl=impl)
-      return jnp.sum(jnp.sin(y))
-    return jax.jit(jax.grad(loss, argnums=1))
+  grad = functools.partial(_kernel_gradient, padding=((1, 1), (1, 1)))
 
   for size, loops in ((4, False), (8, True)):
     x = jax.device_put(rng.standard_normal((8, size, size, 256)).astype(np.float32),
