@@ -190,6 +190,14 @@ def test_a_small_maps_kernel_gradient_is_summed_tap_by_tap_on_each_devices_batch
     program = grad('mixed').lower(x, kernel).compile().as_text()
     assert ('while' in program) == loops and 'all-gather' not in program
 
+  # Under shard_map (the 'pmap' mode) each device's taps cover only its own examples.
+  per_device = lambda impl: jax.jit(jax.shard_map(grad(impl), mesh=mesh, in_specs=(P(AXIS), P()),
+                                                  out_specs=P(AXIS), check_vma=False))
+  x = jax.device_put(rng.standard_normal((8, 4, 4, 256)).astype(np.float32),
+                     parallel.batch_sharded(mesh))
+  np.testing.assert_allclose(per_device('mixed')(x, kernel), per_device('xla')(x, kernel),
+                             rtol=2e-5, atol=2e-4)
+
 
 def _primitives(fn, *args) -> set[str]:
   return {eqn.primitive.name for eqn in jax.make_jaxpr(fn)(*args).jaxpr.eqns}
