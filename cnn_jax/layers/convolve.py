@@ -234,7 +234,7 @@ def _direct(x, kernel, strides, padding, dilation, precision) -> jax.Array:
 def _met(shape, out_sizes, window, strides, padding, dilation) -> tuple[list, float]:
   """Per spatial dim of inputs of ``shape`` [N, *S, C], each tap's span of output positions that
   meet inputs (`taps.reach`); and the share of the window's products that meet inputs, times
-  1 + 32 / C for the tap products' cost over few channels (above 1: none taken)."""
+  1 + 32 / C for the tap products' cost over few channels (1 where no tap meets any input)."""
   reached = [taps.reach(n, o, k, s, d, lo) for n, o, k, s, d, (lo, _) in
              zip(shape[1:-1], out_sizes, window, strides, dilation, padding)]
   share = math.prod(sum(max(0, last - first) for first, last in dim) / (len(dim) * o)
@@ -402,9 +402,9 @@ def _tap_gradient(x, dy, reached, strides, padding, dilation, precision) -> jax.
   zero = jnp.zeros((groups, channels, features), dy.dtype)
   grads = {}
   for tap, spans, inputs in _tap_inputs(x, reached, strides, padding, dilation):
-    met = dy[(slice(None), slice(None), *(slice(*span) for span in spans))]
+    outputs = dy[(slice(None), slice(None), *(slice(*span) for span in spans))]
     grads[tap] = lax.dot_general(inputs.reshape(groups, -1, channels),
-                                 met.reshape(groups, -1, features),
+                                 outputs.reshape(groups, -1, features),
                                  (((1,), (1,)), ((0,), (0,))), precision=precision)
   window = [len(dim) for dim in reached]
   every = jnp.stack([grads.get(tap, zero) for tap in itertools.product(*map(range, window))])
