@@ -43,13 +43,15 @@ TAP_CASES = [
 
 # What 'mixed' runs its own way. 2-D float32 kernels with more than 16 channels in or out: unit
 # strides (input gradient as a flipped convolution), with dilation and cropping, and strided
-# (input gradient through the patches); the kernel gradient's first-dim taps as shifts of dy
-# (unit stride there) or as x's patches.
+# (input gradient one stride phase at a time, else through the patches); the kernel gradient's
+# first-dim taps as shifts of dy (unit stride there) or as x's patches.
 MIXED_CASES = [
     ((2, 9, 8, 20), (3, 3, 20, 24), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, 'mixed'),
     ((2, 10, 9, 17), (3, 2, 17, 5), (1, 1), ((2, 0), (-1, 1)), (2, 1), 1, 'mixed'),
     ((2, 9, 10, 20), (3, 3, 20, 24), (1, 2), ((0, 1), (1, 0)), (1, 1), 1, 'mixed'),
     ((2, 7, 9, 20), (1, 3, 20, 24), (1, 1), ((1, 2), (1, 1)), (1, 1), 1, 'mixed'),
+    # A dilated 'SAME' layer: its input gradient a dilated convolution of dy.
+    ((2, 9, 8, 20), (3, 3, 20, 24), (1, 1), ((2, 2), (1, 1)), (2, 1), 1, 'mixed'),
     ((2, 11, 10, 3), (5, 3, 3, 32), (2, 3), ((2, 1), (1, 1)), (1, 1), 1, 'mixed'),
     ((2, 11, 10, 1), (3, 3, 1, 32), (2, 2), ((1, 1), (1, 1)), (1, 1), 1, 'mixed'),
     # Strided input gradients one stride phase at a time: ResNet's 'SAME' downsampling, a 3x4
@@ -57,8 +59,9 @@ MIXED_CASES = [
     ((2, 10, 12, 20), (3, 3, 20, 24), (2, 2), ((0, 1), (0, 1)), (1, 1), 1, 'mixed'),
     ((2, 9, 12, 20), (3, 4, 20, 24), (2, 3), ((1, 1), (1, 1)), (1, 1), 1, 'mixed'),
     ((2, 8, 8, 20), (3, 3, 20, 24), (2, 2), ((3, 2), (2, 3)), (1, 1), 1, 'mixed'),
-    # Small maps with many channels, forward (and the first's input gradient) one product per tap
-    # over the inputs it meets: ResNet's 4x4 layer; strided; a dilated, cropping window.
+    # Small maps with many channels, forward (the first's input and kernel gradients too) one
+    # product per tap over the inputs it meets: ResNet's 4x4 layer; strided; a dilated, cropping
+    # window.
     *TAP_CASES,
     # LeNet-5's C5: its input gradient, a 5x5 window over a 1x1 map, goes through the patches.
     ((2, 5, 5, 16), (5, 5, 16, 24), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, 'mixed'),
@@ -178,7 +181,7 @@ def test_a_small_maps_kernel_gradient_is_summed_tap_by_tap_on_each_devices_batch
   on the examples it holds (no loop over chunks, no gather); the wider map keeps the patches."""
   mesh = parallel.make_mesh()
   rng = np.random.default_rng(1)
-  kernel = jnp.asarray(rng.standard_normal((3, 3, 256, 128)) / 48, jnp.float32)
+  kernel = jnp.asarray(rng.standard_normal((3, 3, 256, 128)) / np.sqrt(9 * 256), jnp.float32)
 
   grad = functools.partial(_kernel_gradient, padding=((1, 1), (1, 1)))
 

@@ -271,16 +271,11 @@ def _mixed_backward(strides, padding, dilation, precision, residuals, dy):
   x, kernel = residuals
   rank = kernel.ndim - 2
   window = kernel.shape[:rank]
-  if all(s == 1 for s in strides) and _direct_takes(window, dy.shape[1:-1], x.shape[1:-1]):
-    # XLA's own transpose reverses the window, which YNNPACK does not take: flip the kernel here.
-    spans = [d * (k - 1) for k, d in zip(window, dilation)]
-    dx = _direct(dy, jnp.flip(kernel, tuple(range(rank))).swapaxes(-1, -2), strides,
-                 tuple((span - lo, span - hi) for span, (lo, hi) in zip(spans, padding)),
-                 dilation, precision)
-  elif phases := _stride_phases(window, x.shape[1:-1], dy.shape[1:-1], strides, padding,
-                                dilation):  # XLA's own would dilate dy, which YNNPACK does not take
-    dx = _phase_input_gradient(dy, kernel, x.shape[1:-1], strides, phases, precision)
-  else:  # a dilated kernel, or a phase larger than dy
+  # XLA's own transpose reverses the window, and dilates a strided one's dy, neither of which
+  # YNNPACK takes: a flipped kernel's forward convolution of dy per phase of the stride.
+  if phases := _stride_phases(window, x.shape[1:-1], dy.shape[1:-1], strides, padding, dilation):
+    dx = _phase_input_gradient(dy, kernel, x.shape[1:-1], strides, dilation, phases, precision)
+  else:  # a kernel both dilated and strided, or a phase's window or output larger than dy
     _, transpose = jax.vjp(lambda x: _patch_product(x, kernel, strides, padding, dilation,
                                                     precision), x)
     dx, = transpose(dy)
@@ -291,46 +286,42 @@ _mixed.defvjp(_mixed_forward, _mixed_backward)
 
 
 def _stride_phases(window, sizes, out_sizes, strides, padding, dilation) -> list | None:
-  """Per spatial dim, per phase rho of the input's positions (i = k * stride + rho): the kernel's
-  taps that reach it, as a slice, and the padding of dy that makes its gradient a unit-stride
-  convolution with them. None where YNNPACK would not take every such convolution (a dilated
-  kernel, a phase's output or window larger than dy)."""
-  if any(d != 1 for d in dilation):
-    return None
+  """Per spatial dim, per phase rho of the input's positions (i = k * stride + rho; one phase at
+  unit stride): the kernel's taps that reach it, as a slice, and the padding of dy that makes its
+  gradient a unit-stride convolution with them (at the kernel's dilation). None where YNNPACK
+  would not take every such convolution (a kernel both dilated and strided, a phase's output or
+  window larger than dy)."""
   phases = []
-  for size, n, o, s, (lo, _) in zip(window, sizes, out_sizes, strides, padding):
+  for size, n, o, s, d, (lo, _) in zip(window, sizes, out_sizes, strides, dilation, padding):
+    if d != 1 and s != 1:
+      return None
     length = -(-n // s)
     dim = []
     for rho in range(s):
-      # Input position q * s + rho, padded (m0 + q) * s + r, takes dy[m0 + q - j] times the tap
-      # r + j * s for each j: dy cropped or padded by m0, correlated with those taps reversed.
+      # Input position q * s + rho, padded (m0 + q) * s + r, takes dy[m0 + q - j * d] times the
+      # tap r + j * s for each j: dy cropped or padded by m0, correlated with those taps reversed.
       r, m0 = (lo + rho) % s, (lo + rho) // s
       taps_reached = len(range(r, size, s))
       if not 0 < taps_reached <= o or length > o:
         return None
-      dim.append((slice(r, None, s), (taps_reached - 1 - m0, length - o + m0)))
+      dim.append((slice(r, None, s), ((taps_reached - 1) * d - m0, length - o + m0)))
     phases.append(dim)
   return phases
 
 
-def _phase_input_gradient(dy, kernel, sizes, strides, phases, precision) -> jax.Array:
-  """A strided convolution's input gradient, one phase of the stride at a time: each phase's
-  positions take a unit-stride convolution of dy with the taps that reach them (YNNPACK's direct
-  kernels), and the phases are interleaved. Through the patches instead (their product's transpose,
-  then col2im): ResNet-18's 32x32x64 stride-2 layer 108 ms against 36, 16x16x128 68 against 35
-  (128 images, 2 devices)."""
+def _phase_input_gradient(dy, kernel, sizes, strides, dilation, phases, precision) -> jax.Array:
+  """A convolution's input gradient, one phase of the stride at a time: each phase's positions
+  take a unit-stride convolution of dy with the taps that reach them, flipped (`_direct`), and the
+  phases are interleaved. A strided layer's through the patches instead (their product's
+  transpose, then col2im): ResNet-18's 32x32x64 stride-2 layer 108 ms against 36, 16x16x128 68
+  against 35 (128 images, 2 devices)."""
   rank = kernel.ndim - 2
-  grid = []
+  parts = []
   for dims in itertools.product(*phases):
     sub = kernel[tuple(taps_slice for taps_slice, _ in dims)]
-    grid.append(_direct(dy, jnp.flip(sub, tuple(range(rank))).swapaxes(-1, -2), (1,) * rank,
-                        tuple(pads for _, pads in dims), (1,) * rank, precision))
-  lengths = grid[0].shape[1:-1]
-  grid = jnp.stack(grid).reshape(*strides, *grid[0].shape)
-  # [*phases, N, *lengths, C] -> [N, length_1, phase_1, ..., C]: phase rho of dim d is i % s == rho
-  order = [rank, *(a for d in range(rank) for a in (rank + 1 + d, d)), 2 * rank + 1]
-  dx = grid.transpose(order).reshape(dy.shape[0], *(l * s for l, s in zip(lengths, strides)), -1)
-  return dx[(slice(None), *(slice(0, n) for n in sizes))]
+    parts.append(_direct(dy, jnp.flip(sub, tuple(range(rank))).swapaxes(-1, -2), (1,) * rank,
+                         tuple(pads for _, pads in dims), dilation, precision))
+  return taps.interleave(parts, strides)[(slice(None), *(slice(0, n) for n in sizes))]
 
 
 def _patch_gradient(x, dy, window, strides, padding, dilation, precision) -> jax.Array:

@@ -65,21 +65,32 @@ def transpose(term: Callable[..., jax.Array], arrays: Sequence[jax.Array],
   lengths = [-(-(n + lo + hi) // s) for n, s, (lo, hi) in zip(sizes, strides, padding)]
   phases = [[[(t, (t * d - r) // s) for t in range(k) if t * d % s == r] for r in range(s)]
             for k, s, d in zip(window, strides, dilation)]
-  reach = [max(m for phase in dim for _, m in phase) for dim in phases]
-  arrays = [pad(a, [(m, q - o) for m, q, o in zip(reach, lengths, shape[1:-1])]) for a in arrays]
+  farthest = [max(m for phase in dim for _, m in phase) for dim in phases]
+  arrays = [pad(a, [(m, q - o) for m, q, o in zip(farthest, lengths, shape[1:-1])])
+            for a in arrays]
   parts = []
   for phase in itertools.product(*phases):
     terms = []
     for tap in itertools.product(*phase):
       shifted = (slice(None),) + tuple(slice(m0 - m, m0 - m + q)
-                                       for m0, (_, m), q in zip(reach, tap, lengths))
+                                       for m0, (_, m), q in zip(farthest, tap, lengths))
       terms.append(term(np.ravel_multi_index([t for t, _ in tap], window),
                         *(a[shifted] for a in arrays)))
     parts.append(sum(terms) if terms else jnp.zeros((shape[0], *lengths, shape[-1]),
                                                     arrays[0].dtype))
+  return pad(interleave(parts, strides), [(-lo, n + lo - q * s) for n, (lo, _), q, s in
+                                          zip(sizes, padding, lengths, strides)])
+
+
+def interleave(parts: Sequence[jax.Array], strides: Sequence[int]) -> jax.Array:
+  """The phases of a stride woven together: ``parts`` [N, *lengths, C], one per phase (row-major
+  over ``strides``), become [N, *(lengths * strides), C], position q * s + r along each dim taken
+  from phase r's position q."""
+  if len(parts) == 1:
+    return parts[0]
+  rank = len(strides)
+  n, *lengths, channels = parts[0].shape
   # [*strides, N, *lengths, C] -> [N, length_0, stride_0, length_1, stride_1, ..., C]
-  interleaved = jnp.stack(parts).reshape(*strides, *parts[0].shape).transpose(
+  grid = jnp.stack(parts).reshape(*strides, *parts[0].shape).transpose(
       rank, *(axis for d in range(rank) for axis in (rank + 1 + d, d)), 2 * rank + 1)
-  dx = interleaved.reshape(shape[0], *(q * s for q, s in zip(lengths, strides)), -1)
-  return pad(dx, [(-lo, n + lo - q * s) for n, (lo, _), q, s in
-                  zip(sizes, padding, lengths, strides)])
+  return grid.reshape(n, *(q * s for q, s in zip(lengths, strides)), channels)
