@@ -302,7 +302,7 @@ def pipeline_worker(experiment: str, batches: int) -> dict:
 
   config = importlib.import_module(f'experiments.{experiment}').get_config()
   try:
-    source = sources.load(config.data.name, config.data.train_split, config.data.data_dir)
+    source = sources.for_config(config.data, config.data.train_split)
   except FileNotFoundError:
     return {'experiment': experiment, 'skipped': f'{config.data.name} is not prepared here'}
   mesh = parallel.make_mesh()

@@ -16,8 +16,8 @@ def get_config():
   config.data.name = 'cifar10'
   config.data.mean = (0.4914, 0.4822, 0.4465)
   config.data.std = (0.2470, 0.2435, 0.2616)
+  config.data.augment.ops = ('random_crop', 'flip')
   config.data.augment.crop_padding = 4
-  config.data.augment.flip = True
   config.model.name = 'resnet18_cifar'
   config.batch_size = 256
   config.num_epochs = 200

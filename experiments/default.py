@@ -14,6 +14,7 @@ def get_config():
   config = base.get_config()
   config.data.name = 'digits'
   config.data.mean, config.data.std = (0.3,), (0.35,)
+  config.data.augment.ops = ('random_crop',)
   config.data.augment.crop_padding = 1  # on 8x8 digits, rotations and rescaling hurt (97.0-98.0%)
   config.model.name = 'simple_cnn'
   config.model.kwargs.widths = (32, 64)

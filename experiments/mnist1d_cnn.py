@@ -11,6 +11,7 @@ from experiments import base
 def get_config():
   config = base.get_config()
   config.data.name = 'mnist1d'
+  config.data.augment.ops = ('shift',)
   config.data.augment.shift = 3
   config.model.name = 'simple_cnn'
   config.model.kwargs.widths = (32, 64, 128)

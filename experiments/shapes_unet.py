@@ -15,7 +15,7 @@ def get_config():
   config.data.name = 'shapes'
   config.data.mean = (0.5, 0.5, 0.5)
   config.data.std = (0.25, 0.25, 0.25)
-  config.data.augment.flip = True
+  config.data.augment.ops = ('flip',)
   config.loss = 'pixel_cross_entropy'
   config.model.name = 'unet'
   config.model.kwargs.levels = 4

@@ -82,7 +82,43 @@ def test_ema_and_max_norm_in_a_real_run(tmp_path, data_dir):
 def test_rng_streams_are_named_and_follow_the_step():
   from cnn_jax.train import steps  # pylint: disable=g-import-not-at-top
   at = lambda step: {k: jax.random.key_data(v).tolist() for k, v in
-                     steps._rngs(0, step, per_device=False).items()}  # pylint: disable=protected-access
+                     steps._rngs(steps._step_key(0, step, per_device=False)).items()}  # pylint: disable=protected-access
   assert set(at(0)) == {'dropout', 'stochastic_depth'}
   assert at(0)['dropout'] != at(0)['stochastic_depth']
   assert at(0) != at(1) and at(5) == at(5)  # fold_in(step): a resumed run draws the same keys
+
+
+def test_the_learning_rate_scales_with_the_global_batch():
+  assert optim.peak_lr(_optim(lr=0.1, lr_scaling='none'), 1024) == pytest.approx(0.1)
+  assert optim.peak_lr(_optim(lr=0.1, lr_scaling='linear'), 1024) == pytest.approx(0.4)
+  assert optim.peak_lr(_optim(lr=0.1, lr_scaling='sqrt', lr_base_batch=64), 1024) == (
+      pytest.approx(0.4))
+  schedule = optim.learning_rate(_optim(lr=0.1, lr_scaling='linear', schedule='constant'), 10, 50,
+                                 batch_size=512)
+  assert float(schedule(7)) == pytest.approx(0.2)
+  with pytest.raises(ValueError, match="lr_scaling='linaer'"):
+    optim.validate(_optim(lr_scaling='linaer'))
+
+
+@pytest.mark.parametrize('schedule', ['constant', 'step', 'cosine', 'plateau'])
+def test_warmup_ramps_up_before_every_schedule(schedule):
+  lr = optim.learning_rate(_optim(schedule=schedule, lr=0.4, warmup_epochs=2,
+                                  decay_epochs=(5,)), 10, 100)
+  assert [float(lr(s)) for s in (0, 10)] == pytest.approx([0.0, 0.2])
+  assert float(lr(20)) == pytest.approx(0.4)  # the peak once warm
+  if schedule == 'step':  # decay epochs still count from the start of training
+    assert [float(lr(s)) for s in (49, 50)] == pytest.approx([0.4, 0.04])
+  if schedule == 'cosine':  # decays over the steps after the warmup, to zero at the end
+    assert float(lr(60)) == pytest.approx(0.2) and float(lr(100)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_lars_scales_each_kernel_update_by_its_trust_ratio_and_leaves_biases_plain():
+  params = {'Conv_0': {'kernel': jnp.full((3, 3, 1, 2), 2.0), 'bias': jnp.ones(2)}}
+  grads = {'Conv_0': {'kernel': jnp.full((3, 3, 1, 2), 0.5), 'bias': jnp.full(2, 0.5)}}
+  config = _optim(name='lars', lr=1.0, momentum=0.0, weight_decay=0.01, trust_coefficient=0.001)
+  tx = optim.create(config, optim.learning_rate(_optim(schedule='constant', lr=1.0), 1, 1))
+  updates, _ = tx.update(grads, tx.init(params), params)
+  kernel, weight = updates['Conv_0']['kernel'], params['Conv_0']['kernel']
+  # -lr * trust * |w| / |g + wd w| * (g + wd w): its norm is lr * trust * |w|.
+  assert float(jnp.linalg.norm(kernel)) == pytest.approx(1e-3 * float(jnp.linalg.norm(weight)))
+  np.testing.assert_allclose(updates['Conv_0']['bias'], -grads['Conv_0']['bias'])  # plain, undecayed

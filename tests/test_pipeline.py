@@ -38,7 +38,7 @@ def test_memory_and_records_give_the_same_stream_and_resume_exactly(data_dir, mo
 def test_a_stream_is_augmented_exactly_when_an_augmentation_is_set(data_dir):
   config = default.get_config()
   config.data.data_dir = data_dir
-  config.data.augment.crop_padding = 0
+  config.data.augment.ops = ()
   source = sources.load('digits', 'train', data_dir)
   mesh = parallel.make_mesh()
   plain = _batches(pipeline.train_batches(source, config, mesh), 2)
@@ -46,8 +46,8 @@ def test_a_stream_is_augmented_exactly_when_an_augmentation_is_set(data_dir):
   for step, batch in enumerate(plain):  # the examples themselves, normalised, nothing else
     examples = source.in_memory[positions[step]]
     np.testing.assert_array_equal(batch['label'], examples['label'])
-    np.testing.assert_allclose(batch['image'], pipeline._normalize(examples['image'], config.data))  # pylint: disable=protected-access
-  config.data.augment.flip = True
+    np.testing.assert_allclose(batch['image'], pipeline.normalize(examples['image'], config.data), rtol=1e-6)
+  config.data.augment.ops = ('flip',)
   flipped = _batches(pipeline.train_batches(source, config, mesh), 2)
   for a, b in zip(plain, flipped):
     np.testing.assert_array_equal(a['label'], b['label'])
@@ -59,7 +59,7 @@ def test_a_stream_is_augmented_exactly_when_an_augmentation_is_set(data_dir):
 def test_batches_moved_in_groups_are_the_batches_moved_one_by_one(data_dir):
   config = default.get_config()
   config.data.data_dir = data_dir
-  config.data.augment.flip = True  # drawn per batch: the same whatever the grouping
+  config.data.augment.ops = ('flip',)  # drawn per batch: the same whatever the grouping
   source = sources.load('digits', 'train', data_dir)
   mesh = parallel.make_mesh()
   stream = pipeline.train_batches(source, config, mesh)

@@ -11,6 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 from tensorboard.backend.event_processing import event_accumulator
 
+from cnn_jax.data import sources
 from cnn_jax.train import checkpoint, loop
 from experiments import cifar10_resnet18, default, imagenet_resnet50, mnist1d_cnn, mnist_lenet5
 
@@ -166,10 +167,13 @@ def test_mnist1d_experiment_runs(tmp_path, data_dir):
 @pytest.mark.parametrize('experiment,overrides', [
     (mnist_lenet5, {}),
     (cifar10_resnet18, {'model.kwargs.width': 8}),
-    (imagenet_resnet50, {'model.kwargs.width': 4, 'data.image_size': 64}),
+    # Worker processes would not see the mock: its examples exist in this process alone.
+    (imagenet_resnet50, {'model.kwargs.width': 4, 'data.image_size': 64, 'data.workers': 0}),
 ])
-def test_catalogue_experiments_run_on_mock_data(tmp_path, experiment, overrides):
-  """TFDS catalogue datasets cannot be downloaded here: tfds.testing.mock_data stands in."""
+def test_catalogue_experiments_run_on_mock_data(tmp_path, experiment, overrides, monkeypatch):
+  """TFDS catalogue datasets cannot be downloaded here: tfds.testing.mock_data stands in (its
+  images decoded: it cannot encode them without TensorFlow)."""
+  monkeypatch.setattr(sources, 'READ_ENCODED_IMAGES', False)
   config = experiment.get_config()
   config.batch_size = config.eval_batch_size = 8
   config.num_steps, config.log_every, config.eval_every = 2, 1, 2

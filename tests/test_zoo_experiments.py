@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from cnn_jax.data import motifs, pipeline, shapes, sources
+from cnn_jax.data import augment, motifs, pipeline, shapes, sources
 from cnn_jax.models import deepbind
 from cnn_jax.train import checkpoint, loop, metrics
 from experiments import (motifs_deepbind, shapes_dilated, shapes_fcn, shapes_segnet, shapes_unet)
@@ -70,10 +70,10 @@ def test_mean_iou_is_computed_over_the_whole_split():
 def test_pixel_labels_move_with_the_pixels_in_augmentation():
   image = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
   label = (image[..., 0] % 4).astype(np.uint8)
-  config = shapes_unet.get_config().data.augment
-  config.crop_padding = 1
+  params = shapes_unet.get_config().data.augment
+  params.crop_padding = 1
   out = pipeline._augment({'image': image, 'label': label}, np.random.default_rng(0),  # pylint: disable=protected-access
-                          pipeline._augmentations(config, spatial_rank=2))  # pylint: disable=protected-access
+                          augment.plan(('random_crop', 'flip'))['batch'], params)
   assert out['image'].shape == image.shape and out['label'].shape == label.shape
   inside = out['image'][..., 0] > 0  # where the crop did not bring in zero padding
   np.testing.assert_array_equal(out['label'][inside], out['image'][..., 0][inside] % 4)

@@ -94,7 +94,7 @@ class Run:
 
   def _source(self, split: str | None) -> sources.Source:
     data = self.config.data
-    return sources.load(data.name, split or data.eval_split, data.data_dir)
+    return sources.for_config(data, split or data.eval_split)
 
   def eval_batches(self, split: str | None = None) -> Iterator[dict]:
     """The run's evaluation pipeline (no augmentation, normalised) over ``split`` (default the
@@ -231,7 +231,7 @@ def _load(workdir: str, step, devices) -> Run:
   step = _pick_step(mngr, step, workdir, config)
   config = read_config(workdir, step)
   mesh = parallel.make_mesh(devices or jax.devices()[:1])
-  train = sources.load(config.data.name, config.data.train_split, config.data.data_dir)
+  train = sources.for_config(config.data, config.data.train_split)
   example_shape = pipeline.source_shape(train, config.data)
   try:
     model = models.get_model(config.model.name, num_classes=train.num_classes,

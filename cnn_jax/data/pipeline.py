@@ -1,75 +1,95 @@
 """grain input pipelines that yield global `jax.Array` batches laid out on the device mesh.
 
 Training: each process reads its contiguous shard of the split, reshuffled every epoch from
-``(seed, epoch)``; batches are augmented with vectorised numpy and normalised. Batch ``t`` of the
+``(seed, epoch)``. Examples are decoded, cropped and augmented one at a time where the config asks
+for it (in worker processes, one per core by default), then whole batches with vectorised numpy;
+the raw pixels (uint8 for images) go to the devices, which normalise them. Batch ``t`` of the
 stream depends only on ``(seed, t)``, so a run resumed at step ``t`` sees exactly the batches an
 uninterrupted run would have seen. Evaluation pads the last batch and marks padding with
-``mask == 0``, so every example counts exactly once.
+``mask == 0``, so every example counts exactly once; variable-size images are resized and
+centre-cropped.
 """
 
-import collections
 import functools
 import itertools
+import os
 import sys
 from collections.abc import Iterator
 
 import grain
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import flags
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from PIL import Image
 
-from cnn_jax.data import augment
+from cnn_jax.data import augment, images
 from cnn_jax.data.sources import Source
 from cnn_jax.errors import ConfigError
 
 
-def _resize(example: dict, size: int) -> dict:
-  """Resizes the shorter side to ``size`` and centre-crops (for variable-size images)."""
-  image = example['image']
-  height, width = image.shape[:2]
-  scale = size / min(height, width)
-  resized = np.asarray(Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).resize(
-      (max(size, round(width * scale)), max(size, round(height * scale))), Image.BILINEAR))
-  resized = resized.reshape(*resized.shape[:2], image.shape[-1])
-  top, left = (resized.shape[0] - size) // 2, (resized.shape[1] - size) // 2
-  return {**example, 'image': resized[top:top + size, left:left + size]}
-
-
-def _normalize(images: np.ndarray, config: ml_collections.ConfigDict) -> np.ndarray:
-  x = images.astype(np.float32)
-  if images.dtype == np.uint8:
+def normalize(images, data: ml_collections.ConfigDict):
+  """``(x - mean) / std`` in float32, uint8 pixels first scaled to [0, 1]; numpy or jax arrays
+  (the pipeline applies it on the devices, after the transfer of the raw pixels)."""
+  xp = np if isinstance(images, np.ndarray) else jnp
+  x = images.astype(xp.float32)
+  if images.dtype == xp.uint8:
     x = x / 255.0
-  return (x - np.asarray(config.mean, np.float32)) / np.asarray(config.std, np.float32)
+  return (x - xp.asarray(data.mean, xp.float32)) / xp.asarray(data.std, xp.float32)
 
 
-def _augmentations(config: ml_collections.ConfigDict, spatial_rank: int) -> list:
-  """The random transforms ``config`` sets for examples with ``spatial_rank`` spatial axes, in the
-  order they apply; each maps (batch array, generator) to the batch array."""
-  transforms = []
-  if config.crop_padding:
-    transforms.append(functools.partial(augment.random_crop, padding=config.crop_padding))
-  if config.flip:
-    transforms.append(augment.random_flip)
-  if spatial_rank == 2 and (config.rotate_degrees or tuple(config.scale) != (1.0, 1.0)):
-    transforms.append(functools.partial(augment.random_affine, max_degrees=config.rotate_degrees,
-                                        scale_range=tuple(config.scale)))
-  if spatial_rank == 1 and config.shift:
-    transforms.append(functools.partial(augment.random_shift, max_shift=config.shift))
-  return transforms
-
-
-def _augment(batch: dict, rng: np.random.Generator, transforms: list) -> dict:
+def _augment(batch: dict, rng: np.random.Generator, ops: list,
+             params: ml_collections.ConfigDict) -> dict:
+  """The batch-stage ``ops`` in order; per-pixel labels move with the pixels."""
   x, labels = batch['image'], np.asarray(batch['label'])
   dense = labels.ndim > 1
   if dense:  # per-pixel labels ride along as one more channel, so they move with the pixels
     x = np.concatenate([x, labels[..., None].astype(x.dtype)], axis=-1)
-  for transform in transforms:
-    x = transform(x, rng)
+  for op in ops:
+    x = op.fn(x, rng, params)
   if dense:
     return {'image': x[..., :-1], 'label': x[..., -1].astype(labels.dtype)}
   return {**batch, 'image': x}
+
+
+def plan(source: Source, data: ml_collections.ConfigDict) -> dict[str, list]:
+  """``data.augment.ops`` by stage, checked against the source's examples and labels."""
+  stages = augment.plan(data.augment.ops, len(source_shape(source, data)) - 1)
+  per_example = [op.name for op in stages['decode'] + stages['example'] + stages['step']]
+  if source.label_shape and per_example:
+    raise ConfigError(f'{source.name} has per-pixel labels, which {per_example} would not move '
+                      'with the pixels; use the batch-stage ops (random_crop, flip, affine).')
+  return stages
+
+
+def _preparer(source: Source, data: ml_collections.ConfigDict, stages: dict):
+  """``prepare(image, rng) -> image``: the decode stage (or, for variable-size images, the
+  evaluation centre crop), then the example stage; None when there is nothing to do."""
+  variable = None in source.example_shape
+  if not (variable or stages['decode'] or stages['example']):
+    return None
+  size, channels = data.image_size, source.example_shape[-1]
+
+  def prepare(image, rng: np.random.Generator | None) -> np.ndarray:
+    if stages['decode']:
+      image = stages['decode'][0].fn(image, rng, data.augment, size, channels)
+    elif variable:
+      image = images.center_crop(image, size, data.crop_fraction, channels)
+    for op in stages['example']:
+      image = op.fn(image, rng, data.augment)
+    return image
+
+  return prepare
+
+
+def workers(source: Source, data: ml_collections.ConfigDict) -> int:
+  """Worker processes for the per-example work: ``data.workers``, or with -1 one per core when
+  examples are decoded or augmented one at a time, none otherwise (a batch gathered from memory
+  costs less than handing it between processes)."""
+  if data.workers >= 0:
+    return data.workers
+  return (os.cpu_count() or 1) if _preparer(source, data, plan(source, data)) else 0
 
 
 class _Positions:
@@ -101,14 +121,6 @@ def _stack(examples: list[dict]) -> dict:
   return {name: np.stack([e[name] for e in examples]) for name in ('image', 'label')}
 
 
-def _examples(source: Source, config: ml_collections.ConfigDict) -> grain.MapDataset:
-  records = source.records if source.in_memory is None else source.in_memory
-  dataset = grain.MapDataset.source(records)
-  if None in source.example_shape:
-    dataset = dataset.map(functools.partial(_resize, size=config.image_size))
-  return dataset
-
-
 def local_batch_size(global_batch: int, mesh: Mesh) -> int:
   """This process's share of a global batch, which must split evenly over the devices."""
   if global_batch % mesh.devices.size:
@@ -123,20 +135,35 @@ def _to_global(batch: dict, mesh: Mesh, batch_axis: int = 0) -> dict:
   return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), batch)
 
 
-@jax.jit
-def _unstack(group: dict) -> list[dict]:
-  """The batches of a group that went to the devices in one transfer, each sharded as its group."""
-  return [jax.tree.map(lambda a, i=i: a[i], group) for i in range(len(group['label']))]
+@functools.partial(jax.jit, static_argnames=('mean', 'std', 'grouped'))
+def _finish(batch: dict, mean: tuple, std: tuple, grouped: bool) -> dict | list[dict]:
+  """A transferred batch normalised on the devices (or the batches of a group that went in one
+  transfer, split apart), each sharded as it arrived."""
+  data = ml_collections.ConfigDict({'mean': mean, 'std': std})
+  finish = lambda b: {**b, 'image': normalize(b['image'], data)}
+  if grouped:
+    return [finish(jax.tree.map(lambda a, i=i: a[i], batch)) for i in range(len(batch['label']))]
+  return finish(batch)
 
 
-def _prefetch(batches: Iterator[dict], mesh: Mesh, size: int = 2) -> Iterator[dict]:
-  """Keeps ``size`` batches already transferred to the devices ahead of the consumer."""
-  queue = collections.deque()
-  for batch in batches:
-    queue.append(_to_global(batch, mesh))
-    if len(queue) > size:
-      yield queue.popleft()
-  yield from queue
+def _device_batches(host: grain.IterDataset, mesh: Mesh, data: ml_collections.ConfigDict,
+                    processes: int, group: int = 1) -> Iterator[dict]:
+  """``host`` batches (or groups of ``group``) on the devices, normalised there. With worker
+  processes, the transfers run in a thread of their own; without, in grain's threads, whose
+  buffer then holds batches ready to use."""
+  finish = functools.partial(_finish, mean=tuple(data.mean), std=tuple(data.std),
+                             grouped=group > 1)
+  on_devices = lambda b: finish(_to_global(b, mesh, batch_axis=int(group > 1)))
+  if processes:
+    if not flags.FLAGS.is_parsed():  # grain's workers read its absl flags (defaults will do)
+      flags.FLAGS.mark_as_parsed()
+    host = host.mp_prefetch(grain.MultiprocessingOptions(num_workers=processes))
+    stream = grain.experimental.ThreadPrefetchIterDataset(host.map(on_devices),
+                                                          prefetch_buffer_size=max(data.prefetch, 1))
+  else:
+    stream = host.map(on_devices)
+  stream = iter(stream)
+  return itertools.chain.from_iterable(stream) if group > 1 else stream
 
 
 def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
@@ -165,71 +192,83 @@ def train_batches(source: Source, config: ml_collections.ConfigDict, mesh: Mesh,
   local_batch = local_batch_size(config.batch_size, mesh)
   per_process = len(source) // jax.process_count()
   start = jax.process_index() * per_process
+  stages = plan(source, data)
+  prepare = _preparer(source, data, stages)
   # Batch t holds the examples at positions [t*B, (t+1)*B) of the epochs laid end to end.
   dataset = grain.MapDataset.source(_Positions(per_process, local_batch, config.seed))
   columns = source.in_memory
-  if columns is None:
-    examples = _examples(source, data)
-    dataset = dataset.map(lambda batch: _stack([examples[int(i)] for i in start + batch]))
+  if prepare is not None:  # one example at a time, its random draws from (seed, t) alone
+    records = source.records if columns is None else columns
+    dataset = dataset.random_map(lambda batch, rng: _stack([
+        {**e, 'image': prepare(e['image'], rng)} for e in (records[int(i)] for i in start + batch)]),
+                                 seed=config.seed + 2)
+  elif columns is None:
+    dataset = dataset.map(lambda batch: _stack([source.records[int(i)] for i in start + batch]))
   else:  # each batch gathered from memory at once
     dataset = dataset.map(lambda batch: columns[start + batch])
-  transforms = _augmentations(data.augment, len(source_shape(source, data)) - 1)
-  if transforms:  # a random generator per batch costs a small batch's share of a step
-    dataset = dataset.random_map(functools.partial(_augment, transforms=transforms),
-                                 seed=config.seed + 1)
-  dataset = dataset.map(lambda b: {'image': _normalize(b['image'], data),
-                                    'label': np.asarray(b['label'], np.int32)})
+  if stages['batch']:  # a random generator per batch costs a small batch's share of a step
+    dataset = dataset.random_map(functools.partial(_augment, ops=stages['batch'],
+                                                   params=data.augment), seed=config.seed + 1)
+  dataset = dataset.map(lambda b: {'image': b['image'], 'label': np.asarray(b['label'], np.int32)})
   # Batch t of this stream depends on (seed, t) alone: resuming at start_step is exact.
   dataset = dataset[start_step:]
-  # Onto the devices in grain's threads too: its prefetch buffer holds batches ready to use.
+  # Transfers cost JAX a fixed time per array and device whatever their size: tiny batches go to
+  # the devices in groups, split there by one small program.
   group = data.batches_per_transfer
-  if group == 1:
-    return iter(dataset.map(lambda b: _to_global(b, mesh)).to_iter_dataset(_read_options(data)))
-  # A transfer costs JAX about 45 us per array and device whatever its size, as much as making
-  # a small batch: one transfer for a group and one program that splits it cost less.
-  groups = dataset.batch(group).map(lambda g: _unstack(_to_global(g, mesh, batch_axis=1)))
-  return itertools.chain.from_iterable(groups.to_iter_dataset(_read_options(data)))
+  if group > 1:
+    dataset = dataset.batch(group)
+  return _device_batches(dataset.to_iter_dataset(_read_options(data)), mesh, data,
+                         workers(source, data), group)
 
 
 def eval_batches(source: Source, config: ml_collections.ConfigDict, mesh: Mesh) -> Iterator[dict]:
   """One pass over ``source``: batches ``{'image', 'label', 'mask'}``, padding masked out.
 
   Every process yields the same number of batches (collectives need it); the shards' examples
-  are contiguous, padded at the end.
+  are contiguous, padded at the end. Variable-size images are centre-cropped.
   """
   data = config.data
   local_batch = local_batch_size(config.eval_batch_size, mesh)
   per_process = -(-len(source) // jax.process_count())
   start = jax.process_index() * per_process
-  dataset = _examples(source, data)[start:min(start + per_process, len(source))]
+  records = source.records if source.in_memory is None else source.in_memory
+  dataset = grain.MapDataset.source(records)[start:min(start + per_process, len(source))]
+  shape = source_shape(source, data)
+  if None in source.example_shape:
+    crop = functools.partial(images.center_crop, out=data.image_size,
+                             crop_fraction=data.crop_fraction, channels=shape[-1])
+    dataset = dataset.map(lambda e: {**e, 'image': crop(e['image'])})
   num_batches = -(-per_process // local_batch)
 
   def pad(batch: dict) -> dict:
     count = len(batch['label'])
-    images = _normalize(np.asarray(batch['image']), data)
     filler = local_batch - count
+    image = np.asarray(batch['image'])
     return {
-        'image': np.concatenate([images, np.zeros((filler, *images.shape[1:]), images.dtype)]),
+        'image': np.concatenate([image, np.zeros((filler, *shape), image.dtype)]),
         'label': np.concatenate([np.asarray(batch['label'], np.int32),
                                  np.zeros((filler, *source.label_shape), np.int32)]),
         'mask': np.concatenate([np.ones(count, np.float32), np.zeros(filler, np.float32)]),
     }
 
+  host = dataset.batch(local_batch).map(pad).to_iter_dataset(_read_options(data))
+  processes = workers(source, data) if None in source.example_shape else 0
+
   def batches() -> Iterator[dict]:
     produced = 0
-    for batch in dataset.batch(local_batch).map(pad).to_iter_dataset(_read_options(data)):
+    for batch in _device_batches(host, mesh, data, processes):
       produced += 1
       yield batch
-    empty = pad({'image': np.zeros((0, *source_shape(source, data)), np.uint8),
+    empty = pad({'image': np.zeros((0, *shape), np.uint8),
                  'label': np.zeros((0, *source.label_shape), np.int32)})
     for _ in range(num_batches - produced):
-      yield empty
+      yield _finish(_to_global(empty, mesh), tuple(data.mean), tuple(data.std), False)
 
-  return _prefetch(batches(), mesh)
+  return batches()
 
 
 def source_shape(source: Source, data: ml_collections.ConfigDict) -> tuple:
-  """Shape of one preprocessed example (variable-size images are resized to image_size)."""
+  """Shape of one preprocessed example (variable-size images are cropped to image_size)."""
   if None in source.example_shape:
     return (data.image_size, data.image_size, source.example_shape[-1])
   return source.example_shape

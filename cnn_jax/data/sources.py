@@ -10,12 +10,16 @@ import numpy as np
 import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
-from cnn_jax.data import digits, mnist1d, motifs, shapes
+from cnn_jax.data import digits, image_folder, mnist1d, motifs, shapes
+from cnn_jax.errors import ConfigError
 
 # Our own builders, prepared on first use (seconds, no download).
 OFFLINE_BUILDERS = {'digits': digits.Digits, 'mnist1d': mnist1d.Mnist1d, 'motifs': motifs.Motifs,
                     'shapes': shapes.Shapes}
 DEFAULT_DATA_DIR = os.path.join('~', 'tensorflow_datasets')
+# Variable-size images are read as their files' bytes: the pipeline decodes only what it crops.
+# (tfds.testing.mock_data cannot make such bytes without TensorFlow: tests under it turn it off.)
+READ_ENCODED_IMAGES = True
 
 
 # A split up to this size is decoded once and served from memory: decoding a record costs far
@@ -84,16 +88,31 @@ def _prepare_once(make, lock_path: str) -> None:
       fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def load(name: str, split: str, data_dir: str | None = None) -> Source:
-  """Opens ``name``'s ``split`` (a TFDS split spec, e.g. 'train[:90%]') from ``data_dir``.
+def _offline_builder(name: str, data_dir: str, folder: str | None, holdout_fraction: float):
+  """A function making ``name``'s builder, if it is one of ours (prepared here); else None."""
+  if name == 'image_folder':
+    if not folder:
+      raise ConfigError('config.data.name=image_folder needs the images: add '
+                        '--config.data.folder=DIR (DIR/train/CLASS/*.jpg).')
+    return lambda: image_folder.ImageFolder(folder=folder, holdout_fraction=holdout_fraction,
+                                            data_dir=data_dir, file_format='array_record')
+  if name in OFFLINE_BUILDERS:
+    return lambda: OFFLINE_BUILDERS[name](data_dir=data_dir, file_format='array_record')
+  return None
+
+
+def load(name: str, split: str, data_dir: str | None = None, folder: str | None = None,
+         holdout_fraction: float = 0.1) -> Source:
+  """Opens ``name``'s ``split`` (a TFDS split spec, e.g. 'train[:90%]') from ``data_dir``;
+  ``image_folder`` reads (and prepares once) ``folder``.
 
   Raises:
     FileNotFoundError: a catalogue dataset that is not prepared as array_record in ``data_dir``;
       the message holds the command that prepares it.
   """
   data_dir = os.path.expanduser(data_dir or DEFAULT_DATA_DIR)
-  if name in OFFLINE_BUILDERS:
-    make = lambda: OFFLINE_BUILDERS[name](data_dir=data_dir, file_format='array_record')
+  make = _offline_builder(name, data_dir, folder, holdout_fraction)
+  if make is not None:
     # One process prepares; the others wait (several writers would race on the same directory),
     # then open the prepared files (a builder made before they existed would see no splits).
     if jax.process_index() == 0 and not make().is_prepared():
@@ -106,9 +125,14 @@ def load(name: str, split: str, data_dir: str | None = None) -> Source:
       builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as error:
       raise ValueError(f'Unknown dataset {name!r}: not one of our offline builders '
-                       f'{sorted(OFFLINE_BUILDERS)} nor in the TFDS catalogue.') from error
+                       f'{sorted([*OFFLINE_BUILDERS, "image_folder"])} nor in the TFDS '
+                       'catalogue.') from error
+  features = builder.info.features
+  image_shape = tuple(features['image'].shape)
+  decoders = ({'image': tfds.decode.SkipDecoding()}
+              if READ_ENCODED_IMAGES and None in image_shape else None)
   try:
-    records = builder.as_data_source(split=split)
+    records = builder.as_data_source(split=split, decoders=decoders)
   except Exception as error:  # pylint: disable=broad-except
     # Unprepared or prepared as TFRecord (which has no random access): both need the same fix.
     raise FileNotFoundError(
@@ -116,7 +140,8 @@ def load(name: str, split: str, data_dir: str | None = None) -> Source:
         f'Prepare it once (needs TensorFlow, installed by the [prepare] extra):\n  '
         f'{prepare_command(name, data_dir)}\nor point config.data.data_dir at a directory where '
         'it is prepared.') from error
-  features = builder.info.features
+  if name == 'image_folder':
+    image_shape = (None, None, builder.info.metadata['channels'])
   label = features['label']
   # Per-pixel labels are Tensor features; our builders name the class count.
   num_classes = getattr(label, 'num_classes', None) or getattr(builder, 'NUM_CLASSES', None)
@@ -124,5 +149,10 @@ def load(name: str, split: str, data_dir: str | None = None) -> Source:
     raise ValueError(f"Dataset {name!r}: its 'label' feature ({type(label).__name__}) has no class "
                      'count; the loop reads class labels (ClassLabel) or per-pixel labels from '
                      'a builder that sets NUM_CLASSES, as cnn_jax/data/shapes.py does.')
-  return Source(records, num_classes, tuple(features['image'].shape), name, split,
-                tuple(label.shape))
+  return Source(records, num_classes, image_shape, name, split, tuple(label.shape))
+
+
+def for_config(data, split: str) -> Source:
+  """``split`` of the dataset ``config.data`` names (a run's saved config may predate the
+  image-folder fields)."""
+  return load(data.name, split, data.data_dir, data.get('folder'), data.get('holdout_fraction', 0.1))

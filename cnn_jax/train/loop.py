@@ -14,7 +14,7 @@ import numpy as np
 from absl import logging
 
 from cnn_jax import arithmetic, models
-from cnn_jax.data import pipeline, sources
+from cnn_jax.data import augment, pipeline, sources
 from cnn_jax.errors import ConfigError
 from cnn_jax.layers.convolve import IMPLS as CONV_IMPLS
 from cnn_jax.layers.convolve import use as conv_impl
@@ -74,8 +74,15 @@ RANGES = (
     ('optim.warmup_epochs', 0, None, True), ('optim.plateau_patience', 0, None, True),
     ('optim.clip_norm', 0, None, True), ('optim.max_norm', 0, None, True),
     ('data.num_threads', 0, None, True), ('data.prefetch', 0, None, True),
-    ('data.batches_per_transfer', 1, None, True),
+    ('data.batches_per_transfer', 1, None, True), ('grad_accum_steps', 1, None, True),
+    ('optim.lr_base_batch', 0, None, False), ('optim.trust_coefficient', 0, None, False),
+    ('data.workers', -1, None, True), ('data.image_size', 1, None, True),
+    ('data.holdout_fraction', 0, 1, True), ('data.augment.jitter', 0, 1, True),
+    ('data.augment.randaugment_n', 0, None, True), ('data.augment.randaugment_m', 0, 31, True),
+    ('data.augment.mixup_alpha', 0, None, False), ('data.augment.cutmix_alpha', 0, None, False),
 )
+# Fractions in (0, 1] or [0, 1]: (field, whether 0 is allowed).
+FRACTIONS = (('data.crop_fraction', False), ('data.augment.erasing_prob', True))
 
 
 def _check_range(config: ml_collections.ConfigDict, field: str, low, high, closed: bool) -> None:
@@ -95,6 +102,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
   or code compiled."""
   for field, low, high, closed in RANGES:
     _check_range(config, field, low, high, closed)
+  for field, zero in FRACTIONS:
+    section, *rest = field.split('.')
+    value = config[section]
+    for part in rest:
+      value = value[part]
+    if not (0 <= value <= 1 if zero else 0 < value <= 1):
+      raise ConfigError(f'config.{field}={value!r}: expected a value in {"[" if zero else "("}0, 1].')
+  augment.plan(config.data.augment.ops)
+  if config.grad_accum_steps > 1 and config.compute_dtype == 'float16':
+    raise ConfigError('config.grad_accum_steps > 1 does not combine with float16\'s loss scaling; '
+                      'use config.compute_dtype=bfloat16 (no loss scale needed).')
   if config.resume not in workdir_lib.RESUME_MODES:
     raise ConfigError(f'config.resume={config.resume!r}: expected one of '
                        f'{workdir_lib.RESUME_MODES}.')
@@ -193,15 +211,21 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     workdir_lib.archive(workdir)
     changed = {}
   mesh = parallel.make_mesh()
-  train_source = sources.load(config.data.name, config.data.train_split, config.data.data_dir)
-  eval_source = sources.load(config.data.name, config.data.eval_split, config.data.data_dir)
+  train_source = sources.for_config(config.data, config.data.train_split)
+  eval_source = sources.for_config(config.data, config.data.eval_split)
   example_shape = pipeline.source_shape(train_source, config.data)
+  pipeline.plan(train_source, config.data)
 
   # Both batch sizes are checked against the devices here, before anything compiles.
   steps_per_epoch = pipeline.steps_per_epoch(train_source, config.batch_size, mesh)
   pipeline.local_batch_size(config.eval_batch_size, mesh)
+  per_device = config.batch_size // mesh.devices.size
+  if per_device % config.grad_accum_steps:
+    raise ConfigError(f'config.grad_accum_steps={config.grad_accum_steps} must divide each '
+                      f"device's batch ({per_device} = {config.batch_size} over "
+                      f'{mesh.devices.size} devices); pick a divisor of {per_device}.')
   total_steps = config.num_steps or math.ceil(config.num_epochs * steps_per_epoch)
-  schedule = optim.learning_rate(config.optim, steps_per_epoch, total_steps)
+  schedule = optim.learning_rate(config.optim, steps_per_epoch, total_steps, config.batch_size)
   tx = optim.create(config.optim, schedule)
   model = build_model(config, train_source.num_classes)
   check_task(config, model, train_source, example_shape)
@@ -331,10 +355,12 @@ def _log_start(config, workdir: str, model, state: TrainState, example_shape: tu
   macs = arithmetic.summarize(model, (1, *example_shape), print_fn=None, train=False).total_macs
   logging.info(
       'Devices: %d x %s (%s) over %d process(es), %d local; parallel mode %r; batch %d global, '
-      '%d per device; compute dtype %s; convolutions %s.', len(devices), devices[0].device_kind,
-      jax.default_backend(), jax.process_count(), jax.local_device_count(), config.parallel.mode,
-      config.batch_size, config.batch_size // len(devices), config.compute_dtype,
-      config.conv_impl)
+      '%d per device%s; compute dtype %s; convolutions %s; peak learning rate %g.', len(devices),
+      devices[0].device_kind, jax.default_backend(), jax.process_count(),
+      jax.local_device_count(), config.parallel.mode, config.batch_size,
+      config.batch_size // len(devices),
+      f' in {config.grad_accum_steps} parts' if config.grad_accum_steps > 1 else '',
+      config.compute_dtype, config.conv_impl, optim.peak_lr(config.optim, config.batch_size))
   logging.info('Model %s: %s parameters, %s multiply-adds per %s example.', config.model.name,
                f'{params:,}', f'{macs:,}', 'x'.join(map(str, example_shape)))
   logging.info('Data %s: %d steps per epoch, %d steps in all; workdir %s, %s.', config.data.name,

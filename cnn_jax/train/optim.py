@@ -11,8 +11,9 @@ import optax
 from cnn_jax.errors import ConfigError
 from cnn_jax.layers import constraints
 
-OPTIMIZERS = ('sgd', 'adam', 'adamw', 'rmsprop')
+OPTIMIZERS = ('sgd', 'adam', 'adamw', 'rmsprop', 'lars')
 SCHEDULES = ('constant', 'step', 'cosine', 'warmup_cosine', 'plateau')
+LR_SCALINGS = ('none', 'linear', 'sqrt')
 
 
 def validate(optim: ml_collections.ConfigDict) -> None:
@@ -21,21 +22,41 @@ def validate(optim: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'config.optim.name={optim.name!r}: expected one of {OPTIMIZERS}.')
   if optim.schedule not in SCHEDULES:
     raise ConfigError(f'config.optim.schedule={optim.schedule!r}: expected one of {SCHEDULES}.')
+  if optim.lr_scaling not in LR_SCALINGS:
+    raise ConfigError(f'config.optim.lr_scaling={optim.lr_scaling!r}: expected one of '
+                      f'{LR_SCALINGS}.')
 
 
-def learning_rate(optim: ml_collections.ConfigDict, steps_per_epoch: int,
-                  total_steps: int) -> optax.Schedule:
-  """The schedule; 'plateau' is constant here and scaled by `plateau_update` at evaluations."""
-  lr = optim.lr
+def peak_lr(optim: ml_collections.ConfigDict, batch_size: int) -> float:
+  """``optim.lr`` for a global batch of ``batch_size``: as given ('none'), or with ``optim.lr``
+  meant for ``optim.lr_base_batch`` examples and scaled by the batch's ratio to it ('linear',
+  Goyal et al. 2017) or its square root ('sqrt')."""
+  ratio = batch_size / optim.lr_base_batch
+  return optim.lr * {'none': 1.0, 'linear': ratio, 'sqrt': ratio ** 0.5}[optim.lr_scaling]
+
+
+def learning_rate(optim: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int,
+                  batch_size: int | None = None) -> optax.Schedule:
+  """The schedule, from `peak_lr` (``batch_size`` None: ``optim.lr`` as it is).
+
+  ``optim.warmup_epochs`` > 0 ramps linearly from 0 to the peak first, whatever the schedule;
+  cosine then decays over the steps left, and step decay keeps its epochs counted from the start.
+  'warmup_cosine' is cosine (kept as a name). 'plateau' is constant here and scaled by
+  `plateau_update` at evaluations.
+  """
+  lr = optim.lr if batch_size is None else peak_lr(optim, batch_size)
+  warmup = int(optim.warmup_epochs * steps_per_epoch)
   if optim.schedule in ('constant', 'plateau'):
-    return optax.constant_schedule(lr)
-  if optim.schedule == 'step':
-    boundaries = {int(epoch * steps_per_epoch): optim.decay_factor for epoch in optim.decay_epochs}
-    return optax.piecewise_constant_schedule(lr, boundaries)
-  if optim.schedule == 'cosine':
-    return optax.cosine_decay_schedule(lr, max(total_steps, 1))
-  warmup = max(1, int(optim.warmup_epochs * steps_per_epoch))
-  return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(total_steps, warmup + 1))
+    after = optax.constant_schedule(lr)
+  elif optim.schedule == 'step':
+    boundaries = {max(int(epoch * steps_per_epoch) - warmup, 0): optim.decay_factor
+                  for epoch in optim.decay_epochs}
+    after = optax.piecewise_constant_schedule(lr, boundaries)
+  else:
+    after = optax.cosine_decay_schedule(lr, max(total_steps - warmup, 1))
+  if not warmup:
+    return after
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup])
 
 
 def decay_mask(params) -> dict:
@@ -49,7 +70,7 @@ def create(optim: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.
   parts = []
   if optim.clip_norm:
     parts.append(optax.clip_by_global_norm(optim.clip_norm))
-  if optim.weight_decay and optim.name != 'adamw':
+  if optim.weight_decay and optim.name not in ('adamw', 'lars'):
     # L2 regularisation: adds wd * w to the gradient, so it passes through the optimiser.
     parts.append(optax.add_decayed_weights(optim.weight_decay, mask=decay_mask))
   if optim.name == 'sgd':
@@ -58,6 +79,13 @@ def create(optim: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.
     parts.append(optax.adam(schedule))
   elif optim.name == 'adamw':
     parts.append(optax.adamw(schedule, weight_decay=optim.weight_decay, mask=decay_mask))
+  elif optim.name == 'lars':
+    # Layer-wise trust ratios (You et al., 2017) on kernels only: biases and normalisation
+    # parameters take plain momentum SGD, undecayed, as in the large-batch ResNet recipes.
+    parts.append(optax.lars(schedule, weight_decay=optim.weight_decay,
+                            weight_decay_mask=decay_mask, trust_coefficient=optim.trust_coefficient,
+                            trust_ratio_mask=decay_mask, momentum=optim.momentum,
+                            nesterov=optim.nesterov))
   else:
     parts.append(optax.rmsprop(schedule, decay=0.9, momentum=optim.momentum))
   return optax.chain(*parts)

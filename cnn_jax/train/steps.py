@@ -19,18 +19,25 @@ from flax.training.dynamic_scale import DynamicScale
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec
 
+from cnn_jax.data import augment, mixing
 from cnn_jax.train import losses, metrics, parallel
 from cnn_jax.train.state import TrainState
 
 AXIS = 'data'
 
 
-def _rngs(seed: int, step: jax.Array, per_device: bool) -> dict:
+def _step_key(seed: int, step: jax.Array, per_device: bool) -> jax.Array:
   key = jax.random.fold_in(jax.random.key(seed), step)
-  if per_device:
-    key = jax.random.fold_in(key, lax.axis_index(AXIS))
-  # Named streams; the input augmentation has its own, seeded in the data pipeline.
+  return jax.random.fold_in(key, lax.axis_index(AXIS)) if per_device else key
+
+
+def _rngs(key: jax.Array) -> dict:
+  # The model's named streams; the input augmentation has its own, seeded in the data pipeline
+  # (and `_MIXING` for the batch mixing done in the step).
   return {'dropout': jax.random.fold_in(key, 0), 'stochastic_depth': jax.random.fold_in(key, 1)}
+
+
+_MIXING = 2
 
 
 def initial_loss_scale(compute_dtype: str) -> DynamicScale | None:
@@ -54,34 +61,78 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
   per_device = config.parallel.mode == 'pmap'
   loss_fn = losses.CLASSIFICATION_LOSSES[config.loss]
 
-  def step(state: TrainState, batch: dict):
-    def objective(params):
-      variables = {'params': params}
-      if state.batch_stats:
-        variables['batch_stats'] = state.batch_stats
-      outputs, updates = model.apply(variables, batch['image'], train=True,
-                                     rngs=_rngs(config.seed, state.step, per_device),
-                                     mutable=['batch_stats'])
-      # Auxiliary classifiers (GoogLeNet) return (logits, *aux_logits) in training.
-      logits, *aux = _float32_outputs(outputs)
-      loss_of = lambda z: loss_fn(z, batch['label'], label_smoothing=config.label_smoothing).mean()
-      loss = loss_of(logits) + config.aux_loss_weight * sum(loss_of(z) for z in aux)
-      # The loss again as aux: float16's scaled one may overflow where the loss itself does not.
-      return loss, (loss, logits, updates.get('batch_stats', {}))
+  mix_ops = augment.plan(config.data.augment.ops)['step']
+  parts = config.grad_accum_steps
 
+  def objective(params, batch_stats, rngs, images, labels, partner_labels, weight):
+    variables = {'params': params}
+    if batch_stats:
+      variables['batch_stats'] = batch_stats
+    outputs, updates = model.apply(variables, images, train=True, rngs=rngs,
+                                   mutable=['batch_stats'])
+    # Auxiliary classifiers (GoogLeNet) return (logits, *aux_logits) in training.
+    logits, *aux = _float32_outputs(outputs)
+
+    def loss_of(z):
+      loss = loss_fn(z, labels, label_smoothing=config.label_smoothing)
+      if weight is not None:  # mixed examples: the loss against both labels, by their shares
+        loss = weight * loss + (1 - weight) * loss_fn(z, partner_labels,
+                                                      label_smoothing=config.label_smoothing)
+      return loss.mean()
+
+    loss = loss_of(logits) + config.aux_loss_weight * sum(loss_of(z) for z in aux)
+    accuracy = metrics.correct_top_k(logits, labels, 1).mean()
+    # The loss again as aux: float16's scaled one may overflow where the loss itself does not.
+    return loss, (loss, accuracy, updates.get('batch_stats', {}))
+
+  def accumulated(params, batch_stats, rngs, images, labels, partner_labels, weight):
+    """Gradients of the mean loss over ``parts`` sequential slices of the batch (each device
+    slicing its own shard), as one slice of all of it would give without BatchNorm."""
+    split = lambda x: x.reshape(x.shape[0] // parts, parts, *x.shape[1:]).swapaxes(0, 1)
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+
+    def part(carry, sliced):
+      grads, loss, accuracy, batch_stats = carry
+      index, *examples = sliced
+      part_rngs = {name: jax.random.fold_in(key, index) for name, key in rngs.items()}
+      (_, (part_loss, part_accuracy, batch_stats)), part_grads = grad_fn(
+          params, batch_stats, part_rngs, *examples, weight)
+      return (jax.tree_util.tree_map(jnp.add, grads, part_grads), loss + part_loss,
+              accuracy + part_accuracy, batch_stats), None
+
+    zero = jnp.zeros((), jnp.float32)
+    (grads, loss, accuracy, batch_stats), _ = lax.scan(
+        part, (jax.tree_util.tree_map(jnp.zeros_like, params), zero, zero, batch_stats),
+        (jnp.arange(parts), *map(split, (images, labels, partner_labels))))
+    mean = lambda x: x / parts
+    return jax.tree_util.tree_map(mean, grads), (mean(loss), mean(accuracy), batch_stats)
+
+  def step(state: TrainState, batch: dict):
+    key = _step_key(config.seed, state.step, per_device)
+    rngs = _rngs(key)
+    images, labels, partner_labels, weight = batch['image'], batch['label'], batch['label'], None
+    if mix_ops:
+      images, weight = mixing.mix(jax.random.fold_in(key, _MIXING), images, mix_ops,
+                                  config.data.augment)
+      partner_labels = mixing.partner(labels)
+    inputs = (images, labels, partner_labels, weight)
     dynamic_scale = state.dynamic_scale
     if dynamic_scale is None:
-      (_, (loss, logits, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(
-          state.params)
+      if parts > 1:
+        grads, (loss, accuracy, batch_stats) = accumulated(state.params, state.batch_stats, rngs,
+                                                           *inputs)
+      else:
+        (_, (loss, accuracy, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(
+            state.params, state.batch_stats, rngs, *inputs)
       if per_device:
         grads = lax.pmean(grads, AXIS)
     else:
       # Differentiates the scaled loss; returns the gradients unscaled (averaged over devices) and
       # whether they are finite, i.e. whether to apply them.
-      dynamic_scale, finite, (_, (loss, logits, batch_stats)), grads = (
+      dynamic_scale, finite, (_, (loss, accuracy, batch_stats)), grads = (
           dynamic_scale.value_and_grad(objective, has_aux=True,
-                                       axis_name=AXIS if per_device else None)(state.params))
-    accuracy = metrics.correct_top_k(logits, batch['label'], 1).mean()
+                                       axis_name=AXIS if per_device else None)(
+                                           state.params, state.batch_stats, rngs, *inputs))
     if per_device:
       loss, accuracy = lax.pmean((loss, accuracy), AXIS)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
