@@ -15,6 +15,9 @@ run.
 * ``input_pipeline``: for every shipped experiment whose data is prepared, the images/s that
   `pipeline.train_batches` delivers against the images/s its train step consumes, both on the
   devices a launch of the experiment makes.
+  With it, ``jpeg_pipeline`` (`benchmarks/jpeg_pipeline.py`): ImageNet-class JPEG preprocessing
+  in images per CPU-second and per second, cnn_jax's pipeline with 0, 1, 2, ... worker processes
+  against torchvision's DataLoader and tf.data, over one synthetic set of JPEGs made here.
 * ``max_pool``: max pooling forward and backward on one CPU device, its gradient by cnn_jax's
   rule for CPUs (the 'mixed' form) against XLA's own (``select_and_scatter``), alternating.
 * ``compile_cache``: seconds from launch to the end of the first step of a one-step run (and to
@@ -36,6 +39,8 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from benchmarks import jpeg_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # name: (registered model, kwargs, one example's shape, classes, batch, GPU only)
 MODELS = {
@@ -389,6 +394,8 @@ def main() -> None:
   parser.add_argument('--rounds', type=int, default=2, help='rounds over the configurations')
   parser.add_argument('--steps', type=int, default=5, help='timed train steps per configuration')
   parser.add_argument('--batches', type=int, default=50, help='timed input-pipeline batches')
+  parser.add_argument('--jpeg_batches', type=int, default=30,
+                      help='timed batches of 32 JPEGs per jpeg_pipeline configuration')
   parser.add_argument('--out', help='also write the JSON here')
   parser.add_argument('--worker', nargs='+', help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -405,6 +412,12 @@ def main() -> None:
       result = max_pool_worker()
     elif kind == 'pipeline':
       result = pipeline_worker(rest[0], int(rest[1]))
+    elif kind == 'jpeg_cnn_jax':
+      result = jpeg_pipeline.cnn_jax_worker(rest[0], rest[1], *map(int, rest[2:]))
+    elif kind == 'jpeg_torchvision':
+      result = jpeg_pipeline.torchvision_worker(rest[0], *map(int, rest[1:]))
+    elif kind == 'jpeg_tf_data':
+      result = jpeg_pipeline.tf_data_worker(rest[0], *map(int, rest[1:]))
     else:
       result = peak_worker()
     print(json.dumps(result))
@@ -434,6 +447,13 @@ def main() -> None:
   if 'input_pipeline' in only:
     report['input_pipeline'] = [
         _spawn(['pipeline', name, str(args.batches)], _launch_devices(name)) for name in EXPERIMENTS]
+    scratch = tempfile.mkdtemp(prefix='cnn_jax-jpeg-')
+    try:
+      report['jpeg_pipeline'] = jpeg_pipeline.benchmark(
+          _spawn, jpeg_pipeline.make_set(os.path.join(scratch, 'photos')),
+          os.path.join(scratch, 'tfds'), args.jpeg_batches, args.rounds)
+    finally:
+      shutil.rmtree(scratch)
   if 'max_pool' in only and not gpu:
     report['max_pool'] = _spawn(['max_pool'])
   if 'compile_cache' in only:

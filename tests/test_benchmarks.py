@@ -29,7 +29,8 @@ def test_train_step_worker_reports_json():
 def test_the_compile_benchmark_times_a_launch_to_its_first_step(tmp_path, data_dir):
   """The training log's "First step done" line, read by its own timestamp, falls inside the
   launch and before its end (the evaluation and the checkpoint come after it). Before it, the
-  launch compiles its two programs and nothing else: an eager op (a random key made outside a
+  launch compiles its programs (init, the batch's normalisation on the devices, the step) and
+  nothing else: an eager op (a random key made outside a
   trace) is compiled at every launch, the persistent cache skipping programs that fast."""
   spec = importlib.util.spec_from_file_location('bench', os.path.join(REPO, 'benchmarks', 'run.py'))
   bench = importlib.util.module_from_spec(spec)
@@ -43,7 +44,7 @@ def test_the_compile_benchmark_times_a_launch_to_its_first_step(tmp_path, data_d
   assert 0 < bench._first_step_s(out.stderr, launched) < whole  # pylint: disable=protected-access
   before_first_step = out.stderr[:out.stderr.index('First step done')]
   assert re.findall(r'Finished XLA compilation of (\S+)', before_first_step) == [
-      'jit(init)', 'jit(step)']
+      'jit(init)', 'jit(_finish)', 'jit(step)']
 
 
 def test_steps_are_timed_once_memory_stopped_growing():

@@ -207,7 +207,7 @@ def test_print_config_lists_every_field_and_help_points_to_it():
   printed = _printed_config(_cli('--config=cifar10_resnet18', '--config.optim.lr=0.2',
                                  '--print_config'))
   assert printed['optim.lr'] == '0.2' and printed['model.name'] == "'resnet18_cifar'"
-  assert {'compute_dtype', 'resume', 'data.augment.flip', 'checkpoint.keep'} <= set(printed)
+  assert {'compute_dtype', 'resume', 'data.augment.ops', 'checkpoint.keep'} <= set(printed)
   helpfull = _cli('--helpfull')
   assert '--print_config' in helpfull.stdout and 'launch.sh models' in helpfull.stdout
   launcher = subprocess.run(['./launch.sh', 'help'], cwd=REPO, capture_output=True, text=True,

@@ -18,6 +18,7 @@ A new augmentation is one function with ``@register(name, stage)`` in a module t
 import dataclasses
 from collections.abc import Callable
 
+import cv2
 import ml_collections
 import numpy as np
 
@@ -150,12 +151,21 @@ def random_crop(x: np.ndarray, rng: np.random.Generator,
 @register('flip', 'batch')
 def random_flip(x: np.ndarray, rng: np.random.Generator,
                 params: ml_collections.ConfigDict | None = None) -> np.ndarray:
-  """Mirrors a random half of the images left-right (the last spatial axis)."""
+  """Mirrors a random half of the examples along their last spatial axis (left-right)."""
   del params
   flip = rng.random(x.shape[0]) < 0.5
   out = x.copy()
-  out[flip] = x[flip][..., ::-1, :]
+  for index in np.flatnonzero(flip):
+    out[index] = _mirror(x[index])
   return out
+
+
+def _mirror(example: np.ndarray) -> np.ndarray:
+  # OpenCV flips [H, W, C] images and [L, C] sequences many times faster than numpy's
+  # reversed-stride copy of the few bytes of each pixel.
+  if example.ndim in (2, 3) and example.dtype in (np.uint8, np.float32) and example.shape[-1] <= 4:
+    return cv2.flip(example, 1 if example.ndim == 3 else 0).reshape(example.shape)
+  return example[..., ::-1, :]
 
 
 @register('affine', 'batch', spatial_rank=2)

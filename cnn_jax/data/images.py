@@ -18,6 +18,10 @@ from PIL import Image
 # JPEG's DCT scaling: the decoder can output 1/1, 1/2, 1/4 or 1/8 of the full size.
 _REDUCTIONS = {1: 0, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
                8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
+# Bilinear interpolation reads 2 x 2 neighbours: up to this shrink factor every input pixel
+# counts. A JPEG's DCT scaling takes care of the factors beyond (`_reduction`), so bilinear is
+# what most crops need; area averaging, several times dearer, is kept for larger shrinks.
+BILINEAR_MOST = 2.0
 # One thread per decode: the pipeline's parallelism is its worker processes.
 cv2.setNumThreads(1)
 
@@ -60,11 +64,12 @@ def decode(image, channels: int, reduction: int = 1) -> np.ndarray:
 
 
 def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  """[height, width, C]: area averaging when shrinking (no aliasing), bilinear when enlarging."""
+  """[height, width, C]: bilinear, or area averaging when shrinking by more than
+  `BILINEAR_MOST` (bilinear then skips pixels: aliasing)."""
   channels = image.shape[-1]
-  shrink = height < image.shape[0] and width < image.shape[1]
+  shrink = max(image.shape[0] / height, image.shape[1] / width)
   out = cv2.resize(image, (width, height),
-                   interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+                   interpolation=cv2.INTER_AREA if shrink > BILINEAR_MOST else cv2.INTER_LINEAR)
   return out.reshape(height, width, channels)
 
 

@@ -11,7 +11,6 @@ centre-cropped.
 """
 
 import functools
-import itertools
 import os
 import sys
 from collections.abc import Iterator
@@ -146,24 +145,36 @@ def _finish(batch: dict, mean: tuple, std: tuple, grouped: bool) -> dict | list[
   return finish(batch)
 
 
-def _device_batches(host: grain.IterDataset, mesh: Mesh, data: ml_collections.ConfigDict,
+def _device_batches(host: grain.MapDataset, mesh: Mesh, data: ml_collections.ConfigDict,
                     processes: int, group: int = 1) -> Iterator[dict]:
   """``host`` batches (or groups of ``group``) on the devices, normalised there. With worker
-  processes, the transfers run in a thread of their own; without, in grain's threads, whose
-  buffer then holds batches ready to use."""
+  processes (one thread each: a process per core), the transfers run in a thread of their own;
+  without, in grain's ``data.num_threads`` threads, whose buffer then holds batches ready to
+  use."""
   finish = functools.partial(_finish, mean=tuple(data.mean), std=tuple(data.std),
                              grouped=group > 1)
   on_devices = lambda b: finish(_to_global(b, mesh, batch_axis=int(group > 1)))
   if processes:
     if not flags.FLAGS.is_parsed():  # grain's workers read its absl flags (defaults will do)
       flags.FLAGS.mark_as_parsed()
-    host = host.mp_prefetch(grain.MultiprocessingOptions(num_workers=processes))
+    host = host.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
+    host = host.mp_prefetch(grain.MultiprocessingOptions(num_workers=processes,
+                                                         per_worker_buffer_size=2))
     stream = grain.experimental.ThreadPrefetchIterDataset(host.map(on_devices),
                                                           prefetch_buffer_size=max(data.prefetch, 1))
   else:
-    stream = host.map(on_devices)
-  stream = iter(stream)
-  return itertools.chain.from_iterable(stream) if group > 1 else stream
+    stream = host.to_iter_dataset(_read_options(data)).map(on_devices)
+  return _closing(iter(stream), group > 1)
+
+
+def _closing(iterator, grouped: bool) -> Iterator[dict]:
+  """The batches of grain's ``iterator``, which is closed (its threads and worker processes
+  ended, their shared memory freed) when the stream is exhausted or closed."""
+  try:
+    for item in iterator:
+      yield from item if grouped else (item,)
+  finally:
+    iterator.close()
 
 
 def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
@@ -217,8 +228,7 @@ def train_batches(source: Source, config: ml_collections.ConfigDict, mesh: Mesh,
   group = data.batches_per_transfer
   if group > 1:
     dataset = dataset.batch(group)
-  return _device_batches(dataset.to_iter_dataset(_read_options(data)), mesh, data,
-                         workers(source, data), group)
+  return _device_batches(dataset, mesh, data, workers(source, data), group)
 
 
 def eval_batches(source: Source, config: ml_collections.ConfigDict, mesh: Mesh) -> Iterator[dict]:
@@ -251,7 +261,7 @@ def eval_batches(source: Source, config: ml_collections.ConfigDict, mesh: Mesh) 
         'mask': np.concatenate([np.ones(count, np.float32), np.zeros(filler, np.float32)]),
     }
 
-  host = dataset.batch(local_batch).map(pad).to_iter_dataset(_read_options(data))
+  host = dataset.batch(local_batch).map(pad)
   processes = workers(source, data) if None in source.example_shape else 0
 
   def batches() -> Iterator[dict]:

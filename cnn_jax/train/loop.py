@@ -342,6 +342,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     raise checkpoint.write_failed(workdir, f'Writing {error.filename or "to the workdir"}',
                                   error.strerror or str(error)) from error
   finally:
+    batches.close()
     checkpoint.close(mngr)
   _report(config, workdir, eval_metrics)
   return eval_metrics
