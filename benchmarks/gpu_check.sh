@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of the ImageNet-class input, in one go, on a GPU machine whose Python already
 # has jax[cuda], flax, optax, orbax and OpenCV; wheels of the rest, if in .whl/, are installed
-# first (docs/performance.md says which). Writes JSON under ${OUT:-runs/gpu_check}.
+# first (docs/data.md, "Throughput", says which). Writes JSON under ${OUT:-runs/gpu_check}.
 #   benchmarks/gpu_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
