@@ -44,6 +44,7 @@ def main() -> None:
 
   import jax  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
+  from benchmarks import run  # pylint: disable=g-import-not-at-top
   from cnn_jax import arithmetic  # pylint: disable=g-import-not-at-top
   from cnn_jax.data import image_folder, pipeline, sources  # pylint: disable=g-import-not-at-top
   from cnn_jax.layers.convolve import use  # pylint: disable=g-import-not-at-top
@@ -99,11 +100,7 @@ def main() -> None:
         'workers': pipeline.workers(source, config.data),
         'model_tflops_per_s': round(flops * synthetic / 1e12, 1)})
     print(json.dumps(report['runs'][-1]), flush=True)
-  text = json.dumps(report, indent=2)
-  print(text)
-  if args.out:
-    with open(args.out, 'w', encoding='utf-8') as f:
-      f.write(text + '\n')
+  run.emit(report, args.out)
 
 
 if __name__ == '__main__':

@@ -60,6 +60,15 @@ EXPERIMENTS = ('default', 'mnist1d_cnn', 'mnist1d_resnet', 'mnist1d_wavenet', 'm
                'cifar10_resnet18', 'imagenet_resnet50')
 
 
+def emit(report: dict, out: str | None) -> None:
+  """The report as JSON on stdout and, if ``out`` is given, in that file."""
+  text = json.dumps(report, indent=2)
+  print(text)
+  if out:
+    with open(out, 'w', encoding='utf-8') as f:
+      f.write(text + '\n')
+
+
 def _peak_memory_bytes(device=None) -> int:
   if device is not None and device.platform != 'cpu':
     return int(device.memory_stats().get('peak_bytes_in_use', 0))
@@ -459,11 +468,7 @@ def main() -> None:
   if 'compile_cache' in only:
     report['compile_cache'] = [compile_cache_benchmark(name, args.rounds)
                                for name in ('default', 'shapes_fcn')]
-  text = json.dumps(report, indent=2)
-  print(text)
-  if args.out:
-    with open(args.out, 'w', encoding='utf-8') as f:
-      f.write(text + '\n')
+  emit(report, args.out)
 
 
 if __name__ == '__main__':
