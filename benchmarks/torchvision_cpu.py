@@ -21,7 +21,7 @@ def load():
   if _SHIM is None:
     spec = importlib.util.find_spec('torchvision')
     if spec is None:
-      raise ImportError('torchvision is not installed: ./launch.sh bench installs it.')
+      raise ImportError('torchvision is not installed: ./launch.sh test installs it (the [dev] extra).')
     extension = [name for name in os.listdir(spec.submodule_search_locations[0])
                  if name.startswith('_C.') and name.endswith('.so')]
     try:

@@ -7,6 +7,8 @@ input size ``i``, kernel ``k``, stride ``s``, dilation ``d`` (effective kernel `
 Padding is given as one of
   * ``'VALID'``: no padding;
   * ``'SAME'``: TensorFlow's rule, output size ``ceil(i / s)``, the extra zero (if odd) at the end;
+  * ``'HALF'``: ``floor(d*(k-1)/2)`` zeros on each side (PyTorch's ``padding=k//2``): for odd kernels
+    the output size of 'SAME', with the windows centred on the same inputs at every stride;
   * ``'FULL'``: ``d*(k-1)`` zeros on each side, every partial overlap is an output;
   * ``'CAUSAL'``: 1-D only, all ``d*(k-1)`` zeros before the first element, so output ``t`` sees inputs ``<= t``;
   * an int ``p``: ``p`` zeros on both sides of every spatial dimension;
@@ -26,7 +28,7 @@ import jax.numpy as jnp
 from jax.extend import core as jex_core
 
 Padding = Union[str, int, Sequence[Union[int, tuple[int, int]]]]
-PADDING_MODES = ('VALID', 'SAME', 'FULL', 'CAUSAL')
+PADDING_MODES = ('VALID', 'SAME', 'HALF', 'FULL', 'CAUSAL')
 
 
 def as_tuple(value: int | Sequence[int], rank: int, name: str) -> tuple[int, ...]:
@@ -54,6 +56,8 @@ def padding_pairs(padding: Padding, input_size: Sequence[int], kernel_size: Sequ
     mode = padding.upper()
     if mode == 'VALID':
       return ((0, 0),) * rank
+    if mode == 'HALF':
+      return tuple(((e - 1) // 2, (e - 1) // 2) for e in effective)
     if mode == 'FULL':
       return tuple((e - 1, e - 1) for e in effective)
     if mode == 'CAUSAL':

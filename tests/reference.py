@@ -15,6 +15,8 @@ def explicit_padding(padding, input_size, kernel_size, strides, dilation):
       pairs.append((0, 0))
     elif padding == 'FULL':
       pairs.append((span, span))
+    elif padding == 'HALF':
+      pairs.append((span // 2, span // 2))
     elif padding == 'CAUSAL':
       pairs.append((span, 0))
     elif padding == 'SAME':

@@ -24,7 +24,7 @@ def stacks(draw):
     k = draw(st.integers(1, 3))
     s = draw(st.integers(1, 2))
     d = draw(st.integers(1, 2)) if kind == 'conv' else 1
-    padding = draw(st.sampled_from(['VALID', 'SAME', 'FULL', 1] if kind == 'conv' else ['VALID', 'SAME']))
+    padding = draw(st.sampled_from(['VALID', 'SAME', 'HALF', 'FULL', 1] if kind == 'conv' else ['VALID', 'SAME', 'HALF']))
     try:
       out = arithmetic.conv_output_shape((current,), k, s, padding, d)[0]
     except ValueError:

@@ -15,7 +15,7 @@ SETTINGS = settings(max_examples=25, deadline=None)
 
 
 @st.composite
-def conv_configs(draw, paddings=('VALID', 'SAME', 'FULL', 'int', 'pairs')):
+def conv_configs(draw, paddings=('VALID', 'SAME', 'HALF', 'FULL', 'int', 'pairs')):
   rank = draw(st.integers(1, 3))
   kernel = tuple(draw(st.integers(1, 3)) for _ in range(rank))
   strides = tuple(draw(st.integers(1, 3)) for _ in range(rank))
@@ -68,7 +68,7 @@ def test_flip_kernel_is_the_textbook_convolution():
 
 
 @SETTINGS
-@given(conv_configs(paddings=('VALID', 'SAME', 'FULL', 'int', 'pairs')), st.integers(0, 2**16))
+@given(conv_configs(paddings=('VALID', 'SAME', 'HALF', 'FULL', 'int', 'pairs')), st.integers(0, 2**16))
 def test_conv_transpose_is_the_adjoint_and_matches_reference(cfg, seed):
   channels, features = 3, 2
   size, kernel, strides, dilation = cfg['size'], cfg['kernel'], cfg['strides'], cfg['dilation']
@@ -197,4 +197,4 @@ def test_bad_arguments_say_what_to_do():
   with pytest.raises(ValueError, match='output_padding=2'):
     L.ConvTranspose(4, 3, strides=2, output_padding=2).init(jax.random.key(0), jnp.zeros((1, 5, 1)))
   with pytest.raises(ValueError, match='not a padding mode'):
-    arithmetic.padding_pairs('HALF', (5,), (3,))
+    arithmetic.padding_pairs('MIRROR', (5,), (3,))

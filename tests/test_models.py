@@ -28,7 +28,10 @@ PUBLISHED_PARAMS = {
     'resnet101': 44_549_160, 'resnet152': 60_192_808, 'densenet121': 7_978_856,
     'densenet169': 14_149_480, 'densenet201': 20_013_928, 'mobilenet_v1': 4_231_976,
     'efficientnet_b0': 5_288_548, 'efficientnet_b1': 7_794_184, 'efficientnet_b2': 9_109_994,
-    'efficientnet_b3': 12_233_232,
+    'efficientnet_b3': 12_233_232, 'resnext50_32x4d': 25_028_904, 'wide_resnet50_2': 68_883_240,
+    'mobilenet_v2': 3_504_872, 'mobilenet_v3_large': 5_483_032, 'efficientnet_v2_s': 21_458_488,
+    'regnet_y_400mf': 4_344_144, 'regnet_y_8gf': 39_381_472, 'convnext_tiny': 28_589_128,
+    'convnext_small': 50_223_688, 'convnext_base': 88_591_464,
 }
 # Published multiply-adds in G (papers; torchvision for VGG-11/13 and DenseNet), with overrides.
 PUBLISHED_GMACS = [
@@ -39,6 +42,12 @@ PUBLISHED_GMACS = [
     ('densenet121', {}, 2.83), ('densenet169', {}, 3.36), ('densenet201', {}, 4.29),
     ('mobilenet_v1', {}, 0.569), ('efficientnet_b0', {}, 0.39), ('efficientnet_b1', {}, 0.70),
     ('efficientnet_b2', {}, 1.0), ('efficientnet_b3', {}, 1.8),
+    # torchvision's figures for its weights (at the registered input; EfficientNetV2-S at 384).
+    ('alexnet', {'variant': 'torchvision'}, 0.714), ('resnext50_32x4d', {}, 4.23),
+    ('wide_resnet50_2', {}, 11.398), ('mobilenet_v2', {}, 0.301),
+    ('mobilenet_v3_large', {}, 0.217), ('efficientnet_v2_s', {}, 8.366),
+    ('regnet_y_400mf', {}, 0.402), ('regnet_y_8gf', {}, 8.473), ('convnext_tiny', {}, 4.456),
+    ('convnext_small', {}, 8.684), ('convnext_base', {}, 15.355),
 ]
 
 
@@ -289,6 +298,9 @@ TINY = {
     'dilated_context': ('dilated_context', {'width': 4}, (16, 16, 3)),
     'wavenet': ('wavenet', {'channels': 4, 'skip_channels': 4}, (40, 1)),
     'deepbind': ('deepbind', {'num_motifs': 4, 'hidden': 4, 'dropout': 0.0}, (101, 4)),
+    'convnext': ('convnext_tiny', {'depths': (1, 1), 'widths': (8, 16), 'drop_rate': 0.0},
+                 (32, 32, 3)),
+    'regnet': ('regnet_y_400mf', {'depths': (1, 1), 'widths': (8, 16)}, (32, 32, 3)),
 }
 
 

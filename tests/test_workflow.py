@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from cnn_jax import models
+from cnn_jax.models import registry as model_registry
 from cnn_jax.data import sources
 from cnn_jax.errors import ConfigError
 from cnn_jax.train import loop, optim, parallel, steps
@@ -48,7 +49,7 @@ MY_NETS = textwrap.dedent('''\
 @pytest.fixture
 def registry(monkeypatch):
   """Registrations made by a test end with it."""
-  monkeypatch.setattr(models, '_REGISTRY', dict(models._REGISTRY))  # pylint: disable=protected-access
+  monkeypatch.setattr(model_registry, '_REGISTRY', dict(model_registry._REGISTRY))  # pylint: disable=protected-access
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Pure linen modules and functions for convolutional networks, channels last, 1-D/2-D/3-D."""
 
-from cnn_jax.layers.blocks import (BatchNorm, BottleneckBlock, ConvNormAct, DenseBlock,
+from cnn_jax.layers.blocks import (BatchNorm, BottleneckBlock, ConvNormAct, DenseBlock, FusedMBConv,
                                    HighwayBlock, InceptionModule, MBConv, PreActResidualBlock,
                                    ResidualBlock, SqueezeExcite, Transition)
 from cnn_jax.layers.constraints import constrain_kernels, max_norm, unit_norm

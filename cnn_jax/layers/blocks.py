@@ -140,11 +140,13 @@ class BottleneckBlock(nn.Module):
     strides: the block's stride, on the 3x3 convolution (ResNet v1.5, torchvision) or, with
       ``stride_in_3x3=False``, on the first 1x1 (the original paper, ResNet v1).
     expansion: output width over bottleneck width (4 in ResNet-50/101/152).
+    groups: channel groups of the 3x3 convolution (ResNeXt's cardinality).
     shortcut, projection, zero_init_last, drop_rate: as in `ResidualBlock`.
   """
   features: int
   strides: int | tuple[int, ...] = 1
   expansion: int = 4
+  groups: int = 1
   stride_in_3x3: bool = True
   conv: ModuleDef = Conv
   norm: ModuleDef | None = BatchNorm
@@ -162,7 +164,7 @@ class BottleneckBlock(nn.Module):
                   use_bias=bias)(x)
     y = self.act(_norm(self.norm, y, train))
     y = self.conv(self.features, 3, strides=self.strides if self.stride_in_3x3 else 1,
-                  use_bias=bias)(y)
+                  feature_group_count=self.groups, use_bias=bias)(y)
     y = self.act(_norm(self.norm, y, train))
     out = self.features * self.expansion
     y = self.conv(out, 1, use_bias=bias)(y)
@@ -222,7 +224,8 @@ class InceptionModule(nn.Module):
   """GoogLeNet's inception module: 1x1 | 1x1->3x3 | 1x1->5x5 | 3x3 max-pool->1x1, concatenated.
 
   The 1x1 reductions before the 3x3 and 5x5 convolutions keep the cost down (Szegedy et al., 2015).
-  Output channels: ``features_1x1 + features_3x3 + features_5x5 + pool_features``.
+  Output channels: ``features_1x1 + features_3x3 + features_5x5 + pool_features``;
+  ``kernel_5x5`` is the third branch's kernel (3 in torchvision's GoogLeNet).
   """
   features_1x1: int
   reduce_3x3: int
@@ -230,6 +233,7 @@ class InceptionModule(nn.Module):
   reduce_5x5: int
   features_5x5: int
   pool_features: int
+  kernel_5x5: int = 5
   conv: ModuleDef = Conv
   norm: ModuleDef | None = None
   act: Callable = nn.relu
@@ -241,7 +245,7 @@ class InceptionModule(nn.Module):
     branch3 = unit(self.reduce_3x3, 1)(x, train)
     branch3 = unit(self.features_3x3, 3)(branch3, train)
     branch5 = unit(self.reduce_5x5, 1)(x, train)
-    branch5 = unit(self.features_5x5, 5)(branch5, train)
+    branch5 = unit(self.features_5x5, self.kernel_5x5)(branch5, train)
     pooled = max_pool(x, 3, strides=1, padding='SAME')
     branch_pool = unit(self.pool_features, 1)(pooled, train)
     return jnp.concatenate([branch1, branch3, branch5, branch_pool], axis=-1)
@@ -290,16 +294,18 @@ class Transition(nn.Module):
 class SqueezeExcite(nn.Module):
   """Squeeze-and-excitation (Hu et al., 2018): rescale channels by a gate computed from their means.
 
-  ``x * sigmoid(W2 act(W1 mean(x)))`` with ``W1: C -> reduced_features``.
+  ``x * gate(W2 act(W1 mean(x)))`` with ``W1: C -> reduced_features``; the gate is a sigmoid
+  (MobileNet v3: a hard sigmoid).
   """
   reduced_features: int
   act: Callable = nn.relu
+  gate: Callable = nn.sigmoid
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     s = global_avg_pool(x)
     s = self.act(nn.Dense(self.reduced_features, name='reduce')(s))
-    s = nn.sigmoid(nn.Dense(x.shape[-1], name='expand')(s))
+    s = self.gate(nn.Dense(x.shape[-1], name='expand')(s))
     return x * s.reshape(s.shape[0], *(1,) * (x.ndim - 2), s.shape[-1])
 
 
@@ -339,5 +345,33 @@ class MBConv(nn.Module):
       y = SqueezeExcite(max(1, int(in_features * self.se_ratio)), act=self.act)(y)
     y = unit(self.features, 1, act=None, name='project')(y, train)
     if self.strides == 1 and in_features == self.features:
+      y = x + StochasticDepth(self.drop_rate)(y, deterministic=not train)
+    return y
+
+
+class FusedMBConv(nn.Module):
+  """EfficientNetV2's fused block: the 1x1 expansion and the depthwise conv of `MBConv` fused into
+  one k x k convolution (stride), then a linear 1x1 projection (none when ``expand_ratio`` is 1:
+  the k x k convolution outputs ``features`` directly), with an identity shortcut and stochastic
+  depth when stride 1 keeps the width."""
+  features: int
+  expand_ratio: int = 4
+  kernel_size: int = 3
+  strides: int = 1
+  drop_rate: float = 0.0
+  conv: ModuleDef = Conv
+  norm: ModuleDef | None = BatchNorm
+  act: Callable = nn.swish
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    unit = functools.partial(ConvNormAct, conv=self.conv, norm=self.norm, act=self.act)
+    hidden = x.shape[-1] * self.expand_ratio
+    if self.expand_ratio == 1:
+      y = unit(self.features, self.kernel_size, strides=self.strides, name='fused')(x, train)
+    else:
+      y = unit(hidden, self.kernel_size, strides=self.strides, name='fused')(x, train)
+      y = unit(self.features, 1, act=None, name='project')(y, train)
+    if self.strides == 1 and x.shape[-1] == self.features:
       y = x + StochasticDepth(self.drop_rate)(y, deterministic=not train)
     return y

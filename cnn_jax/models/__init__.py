@@ -2,9 +2,9 @@
 
 Every entry also records its native input (one example's shape), ``input_shape(name)``.
 
-Your own model: `register_model` it, or name it by import path (``'my_pkg.nets:MyNet'``) or by
-file (``'path/to/nets.py:MyNet'``) wherever a registered name
-is accepted. The contract every model meets (checked by `check_contract`):
+Each architecture registers itself in its own file (`cnn_jax.models.registry`). Your own model:
+`register_model` it (a decorator), or name it by import path (``'my_pkg.nets:MyNet'``) or by file
+(``'path/to/nets.py:MyNet'``) wherever a registered name is accepted. The contract every model meets (checked by `check_contract`):
 
 * the constructor takes ``num_classes`` (the output features; per pixel for dense prediction);
 * ``__call__(x, train)``: ``x`` is [N, *spatial, C]; ``train`` switches dropout and BatchNorm;
@@ -16,178 +16,20 @@ is accepted. The contract every model meets (checked by `check_contract`):
 """
 
 import dataclasses
-import functools
-import importlib
-import importlib.util
 import inspect
-import os
-import sys
 import types
 import typing
-from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 
 from cnn_jax.errors import ConfigError
-
-from cnn_jax.models import resnet
-from cnn_jax.models.alexnet import AlexNet
-from cnn_jax.models.context import DilatedContextNet
-from cnn_jax.models.deepbind import DeepBind
-from cnn_jax.models.densenet import densenet
-from cnn_jax.models.efficientnet import SCALING, efficientnet
-from cnn_jax.models.fcn import FCN
-from cnn_jax.models.googlenet import GoogLeNet
-from cnn_jax.models.lenet import LeNet5
-from cnn_jax.models.mobilenet import MobileNetV1
-from cnn_jax.models.segnet import SegNet
-from cnn_jax.models.simple import SimpleCNN
-from cnn_jax.models.unet import UNet
-from cnn_jax.models.vgg import DEPTHS as VGG_DEPTHS
-from cnn_jax.models.vgg import VGG
-from cnn_jax.models.wavenet import WaveNet
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-  build: Callable
-  input_shape: tuple[int, ...] | None  # one example, [*spatial, C]; None if not registered
-  family: str
-
-
-def _image(size: int, channels: int = 3) -> tuple[int, ...]:
-  return (size, size, channels)
-
-
-def _entries() -> dict[str, Entry]:
-  entries = {
-      'simple_cnn': Entry(SimpleCNN, _image(8, 1), 'simple'),
-      'lenet5': Entry(LeNet5, _image(32, 1), 'lenet'),
-      'alexnet': Entry(AlexNet, _image(227), 'alexnet'),
-      'zfnet': Entry(functools.partial(AlexNet, variant='zfnet'), _image(224), 'alexnet'),
-      'googlenet': Entry(GoogLeNet, _image(224), 'googlenet'),
-      'mobilenet_v1': Entry(MobileNetV1, _image(224), 'mobilenet'),
-      'resnet18_cifar': Entry(resnet.imagenet_resnet(18, stem='cifar'), _image(32), 'resnet'),
-      # Dense prediction: per-pixel logits at the input resolution.
-      'segnet': Entry(SegNet, _image(224), 'segnet'),
-      'dilated_context': Entry(DilatedContextNet, _image(64), 'dilated_context'),
-      'unet': Entry(UNet, _image(256, 1), 'unet'),
-      # Sequences [T, C].
-      'wavenet': Entry(WaveNet, (40, 1), 'wavenet'),
-      'resnet1d': Entry(functools.partial(resnet.ResNet, stage_sizes=(2, 2, 2), width=32,
-                                          stem='cifar', stem_kernel=7), (40, 1), 'resnet'),
-      'deepbind': Entry(DeepBind, (101, 4), 'deepbind'),
-  }
-  for stride in (32, 16, 8):
-    entries[f'fcn{stride}s'] = Entry(functools.partial(FCN, output_stride=stride), _image(224),
-                                     'fcn')
-  for depth in VGG_DEPTHS:
-    entries[f'vgg{depth}'] = Entry(functools.partial(VGG, depth=depth), _image(224), 'vgg')
-    entries[f'vgg{depth}_bn'] = Entry(functools.partial(VGG, depth=depth, batch_norm=True),
-                                      _image(224), 'vgg')
-  for depth in resnet.IMAGENET_DEPTHS:
-    entries[f'resnet{depth}'] = Entry(resnet.imagenet_resnet(depth), _image(224), 'resnet')
-    entries[f'plain{depth}'] = Entry(resnet.imagenet_resnet(depth, shortcut='none'), _image(224),
-                                     'resnet')
-  for depth in (18, 34):
-    entries[f'preact_resnet{depth}'] = Entry(resnet.imagenet_resnet(depth, block='preact'),
-                                             _image(224), 'resnet')
-  for depth in resnet.CIFAR_DEPTHS:
-    for prefix, kwargs in (('resnet', {}), ('plain', {'shortcut': 'none'}),
-                           ('highway', {'shortcut': 'gated'}),
-                           ('preact_resnet', {'block': 'preact', 'projection': 'conv'})):
-      entries[f'{prefix}{depth}'] = Entry(resnet.cifar_resnet(depth, **kwargs), _image(32),
-                                          'resnet')
-  for depth in (121, 169, 201):
-    entries[f'densenet{depth}'] = Entry(densenet(depth), _image(224), 'densenet')
-  for variant, (_, _, resolution, _) in SCALING.items():
-    entries[f'efficientnet_{variant}'] = Entry(efficientnet(variant), _image(resolution),
-                                               'efficientnet')
-  return entries
-
-
-_REGISTRY = _entries()
-
-
-def register_model(name: str, build: Callable | None = None,
-                   input_shape: tuple[int, ...] | None = None, family: str | None = None):
-  """Adds ``build`` (a flax Module class, or any callable returning a module) under ``name``.
-
-  ``input_shape`` is one example's native input, [*spatial, C]. Also a decorator::
-
-    @register_model('my_net', input_shape=(28, 28, 1))
-    class MyNet(nn.Module): ...
-
-  Returns ``build``. Re-registering a name replaces it (a notebook cell run twice).
-  """
-  if build is None:
-    return lambda build: register_model(name, build, input_shape, family)
-  _REGISTRY[name] = Entry(build, tuple(input_shape) if input_shape else None, family or name)
-  return build
-
-
-def list_models() -> list[str]:
-  """Names accepted by `get_model`, besides import paths."""
-  return sorted(_REGISTRY)
-
-
-def _import(module_name: str):
-  """A module by dotted name, or by the path of its .py file (imported once per path)."""
-  if not module_name.endswith('.py'):
-    return importlib.import_module(module_name)
-  path = os.path.abspath(os.path.expanduser(module_name))
-  key = f'cnn_jax_user_model_{abs(hash(path))}'
-  if key not in sys.modules:
-    spec = importlib.util.spec_from_file_location(key, path)
-    if spec is None or not os.path.isfile(path):
-      raise FileNotFoundError(f'no file {path}')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[key] = module
-    try:
-      spec.loader.exec_module(module)
-    except BaseException:
-      del sys.modules[key]
-      raise
-  return sys.modules[key]
-
-
-def _entry(name: str) -> Entry:
-  if name in _REGISTRY:
-    return _REGISTRY[name]
-  if ':' not in name:
-    raise ConfigError(f'Unknown model {name!r}: register it with models.register_model, name it '
-                      "by import path ('my_pkg.my_module:MyNet' or 'path/to/file.py:MyNet'), "
-                      f'or pick one of {", ".join(list_models())}.')
-  module_name, _, attribute = name.rpartition(':')
-  try:
-    module = _import(module_name)
-  except (ImportError, FileNotFoundError) as error:
-    raise ConfigError(f'Model {name!r}: cannot import {module_name!r} ({error}); name a module '
-                      'that is importable (installed, or its folder on PYTHONPATH) or a .py '
-                      'file.') from error
-  if not hasattr(module, attribute):
-    raise ConfigError(f'Model {name!r}: module {module_name!r} has no {attribute!r}.')
-  build = getattr(module, attribute)
-  # Registered on import (decorator): keep its native input and family.
-  registered = [entry for entry in _REGISTRY.values() if entry.build is build]
-  return registered[0] if registered else Entry(build, None, attribute)
-
-
-def get_model(name: str, **overrides):
-  """Builds the model ``name`` (registered, or 'module:attribute') with its fields overridden by
-  ``overrides``."""
-  return _entry(name).build(**overrides)
-
-
-def input_shape(name: str) -> tuple[int, ...] | None:
-  """The native input of ``name``, one example: [*spatial, C]; None if it was not registered."""
-  return _entry(name).input_shape
-
-
-def family(name: str) -> str:
-  """The architecture family ``name`` belongs to (e.g. 'resnet' for 'plain56')."""
-  return _entry(name).family
+# Each model file registers its architectures on import.
+from cnn_jax.models import (alexnet, context, convnext, deepbind, densenet, efficientnet, fcn,  # noqa: F401
+                            googlenet, lenet, mobilenet, regnet, resnet, segnet, simple, unet, vgg,
+                            wavenet)
+from cnn_jax.models.registry import (Preprocessing, Torchvision, Weights, entry, family, get_model,
+                                     input_shape, list_models, register_model)
 
 
 def _build(name: str, num_classes: int, **kwargs) -> nn.Module:

@@ -13,8 +13,10 @@ import jax
 
 from cnn_jax import layers as L
 from cnn_jax.models.factories import conv_and_norm
+from cnn_jax.models.registry import image, register_model
 
 
+@register_model('dilated_context', input_shape=image(64))
 class DilatedContextNet(nn.Module):
   """Front end (plain 3x3 conv-BN-ReLU) -> context module (dilated 3x3) -> 1x1 classifier.
 

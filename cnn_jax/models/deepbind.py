@@ -14,8 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_jax import layers as L
+from cnn_jax.models.registry import register_model
 
 
+@register_model('deepbind', input_shape=(101, 4))
 class DeepBind(nn.Module):
   """Attributes:
     num_classes: outputs (2: binding or not).

@@ -6,6 +6,7 @@ scores back to the input resolution. FCN-16s and FCN-8s first fuse the scores, u
 scores read off pool4 (stride 16) and then pool3 (stride 8), recovering finer detail.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -13,6 +14,7 @@ import jax
 
 from cnn_jax import layers as L
 from cnn_jax.models.dense import check_divisible
+from cnn_jax.models.registry import image, register_model
 from cnn_jax.models.vgg import VGGFeatures
 
 STRIDES = (32, 16, 8)
@@ -63,3 +65,7 @@ class FCN(nn.Module):
       y = upsample(2, f'upsample_to_{skip}')(y) + score
       stride = skip
     return upsample(stride, 'upsample_to_input')(y)
+
+
+for _stride in (32, 16, 8):
+  register_model(f'fcn{_stride}s', functools.partial(FCN, output_stride=_stride), image(224), 'fcn')

@@ -15,8 +15,10 @@ from cnn_jax import layers as L
 from cnn_jax.models.dense import check_divisible
 from cnn_jax.models.factories import conv_and_norm
 from cnn_jax.models.vgg import DEPTHS
+from cnn_jax.models.registry import image, register_model
 
 
+@register_model('segnet', input_shape=image(224))
 class SegNet(nn.Module):
   """[N, H, W, C] -> per-pixel logits; H and W multiples of ``2 ** len(stages)``.
 

@@ -15,8 +15,10 @@ import jax.numpy as jnp
 from cnn_jax import layers as L
 from cnn_jax.models.dense import check_divisible
 from cnn_jax.models.factories import conv_and_norm
+from cnn_jax.models.registry import image, register_model
 
 
+@register_model('unet', input_shape=image(256, 1))
 class UNet(nn.Module):
   """[N, *S, C] -> per-pixel logits [N, *S, num_classes]; S multiples of ``2 ** (levels - 1)``.
 

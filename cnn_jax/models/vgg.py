@@ -5,6 +5,7 @@ classes VGG-16 has 138,357,544 parameters, 89% of them in the dense layers. The 
 variants keep the conv biases, as the reference (torchvision) models whose counts we match do.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -12,6 +13,7 @@ import jax
 
 from cnn_jax import layers as L
 from cnn_jax.models.factories import conv_and_norm
+from cnn_jax.models.registry import Torchvision, Weights, image, register_model
 
 # Convolutions per stage; stage s has width * 2**min(s, 3) channels.
 DEPTHS = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
@@ -65,3 +67,16 @@ class VGG(nn.Module):
       x = nn.relu(nn.Dense(self.dense_features, dtype=self.dtype, name=f'fc{index + 1}')(x))
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x)
+
+
+# torchvision's files, without and with BatchNorm.
+WEIGHTS = {11: (Weights('vgg11-8a719046.pth', 69.02), Weights('vgg11_bn-6002323d.pth', 70.37)),
+           13: (Weights('vgg13-19584684.pth', 69.928), Weights('vgg13_bn-abd245e5.pth', 71.586)),
+           16: (Weights('vgg16-397923af.pth', 71.592), Weights('vgg16_bn-6c64b313.pth', 73.36)),
+           19: (Weights('vgg19-dcbb9e9d.pth', 72.376), Weights('vgg19_bn-c79401a0.pth', 74.218))}
+
+for _depth, (_plain, _bn) in WEIGHTS.items():
+  register_model(f'vgg{_depth}', functools.partial(VGG, depth=_depth), image(224), 'vgg',
+                 Torchvision((_plain,), flattened=('classifier.0',)))
+  register_model(f'vgg{_depth}_bn', functools.partial(VGG, depth=_depth, batch_norm=True),
+                 image(224), 'vgg', Torchvision((_bn,), flattened=('classifier.0',)))

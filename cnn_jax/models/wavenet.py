@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_jax import layers as L
+from cnn_jax.models.registry import register_model
 
 POOLING = ('last', 'avg', 'max')
 
@@ -50,6 +51,7 @@ class CausalStack(nn.Module):
     return nn.relu(skip)
 
 
+@register_model('wavenet', input_shape=(40, 1))  # sequences [T, C]
 class WaveNet(nn.Module):
   """`CausalStack` -> 1x1 conv -> ReLU -> time pooling -> linear: a sequence classifier.
 
