@@ -82,6 +82,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.clip_norm = 0.0
   config.optim.trust_coefficient = 0.001  # lars
   config.optim.max_norm = 0.0      # > 0 projects every filter onto this L2 norm after each step
+  config.optim.trainable = ''      # a regex on parameter paths: only those train (others frozen)
+  config.optim.layer_decay = 1.0   # < 1: layer l of L learns at lr * layer_decay^(L-1-l)
+
+  # Where a fresh run's weights come from (never applied again on resume): docs/pretrained.md.
+  config.init = ml_collections.ConfigDict()
+  config.init['from'] = ''         # a weights file (.pth / .safetensors) or RUN_DIR[:best|:latest|:STEP]
+  config.init.head_only = False    # a linear probe: only the classifier trains, BatchNorm frozen
 
   config.parallel = ml_collections.ConfigDict()
   config.parallel.mode = 'jit'     # jit (global program) | pmap (per-device, shard_map)

@@ -122,3 +122,27 @@ def test_lars_scales_each_kernel_update_by_its_trust_ratio_and_leaves_biases_pla
   # -lr * trust * |w| / |g + wd w| * (g + wd w): its norm is lr * trust * |w|.
   assert float(jnp.linalg.norm(kernel)) == pytest.approx(1e-3 * float(jnp.linalg.norm(weight)))
   np.testing.assert_allclose(updates['Conv_0']['bias'], -grads['Conv_0']['bias'])  # plain, undecayed
+
+
+def test_layer_decay_scales_each_layers_learning_rate_and_trainable_freezes_the_rest():
+  config = base.get_config()
+  config.optim.name, config.optim.momentum, config.optim.layer_decay = 'sgd', 0.0, 0.5
+  params = {'stem': {'kernel': jnp.ones((2,))}, 'block': {'kernel': jnp.ones((2,))},
+            'head': {'kernel': jnp.ones((2,)), 'bias': jnp.ones((2,))}}
+  tx = optim.create(config.optim, lambda step: 1.0, layers=['stem', 'block', 'head'])
+  updates, _ = tx.update(params, tx.init(params), params)
+  assert [float(updates[name]['kernel'][0]) for name in ('stem', 'block', 'head')] == [
+      -0.25, -0.5, -1.0]  # lr * decay^(L-1-l), the last layer at the full rate
+  config.optim.layer_decay, config.optim.trainable = 1.0, '^head/kernel'
+  tx = optim.create(config.optim, lambda step: 1.0)
+  updates, _ = tx.update(params, tx.init(params), params)
+  assert float(updates['head']['kernel'][0]) == -1.0
+  assert all(float(jnp.abs(updates[name][leaf]).max()) == 0.0
+             for name, leaf in (('stem', 'kernel'), ('block', 'kernel'), ('head', 'bias')))
+  config.optim.trainable = 'conv'
+  with pytest.raises(Exception, match='matches no parameter'):
+    tx = optim.create(config.optim, lambda step: 1.0)
+    tx.init(params)
+  config.optim.trainable, config.optim.layer_decay = '', 0.0
+  with pytest.raises(Exception, match='layer_decay'):
+    optim.validate(config.optim)

@@ -85,9 +85,7 @@ def test_every_other_twin_converts_tensor_for_tensor(name):
   model = models.get_model(name, num_classes=1000, **spec.overrides)
   abstract = {key: jax.ShapeDtypeStruct(tuple(value.shape), jnp.float32)
               for key, value in state.items()}
-  paths, variables = pretrained._module_order(  # pylint: disable=protected-access
-      model, jax.ShapeDtypeStruct((1, *models.input_shape(name)), jnp.float32))
-  flax_slots = pretrained._flax_slots(paths, variables)  # pylint: disable=protected-access
+  flax_slots = pretrained.layers(model, models.input_shape(name))
   torch_slots = pretrained._torch_slots(abstract, spec)  # pylint: disable=protected-access
   assert len(flax_slots) == len(torch_slots)
   for torch_slot, flax_slot in zip(torch_slots, flax_slots):

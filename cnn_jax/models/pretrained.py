@@ -99,9 +99,10 @@ def _torch_slots(state: dict[str, np.ndarray], spec: registry.Torchvision) -> li
   return [_Slot(prefix, modules[prefix]) for prefix in ordered]
 
 
-def _module_order(model: nn.Module, example: jax.ShapeDtypeStruct):
-  """The paths of the modules ``model`` calls, in the order its forward pass first calls them,
-  and the abstract variables."""
+def layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[_Slot]:
+  """The modules of ``model`` that own variables, in the order its forward pass first calls them
+  on one input of ``input_shape`` ([*spatial, C]), each with its abstract variables keyed by
+  ``(collection, name)``. Nothing is computed or allocated."""
   paths = []
 
   def record(next_fun, args, kwargs, context):
@@ -114,20 +115,7 @@ def _module_order(model: nn.Module, example: jax.ShapeDtypeStruct):
     with nn.intercept_methods(record):
       return model.init(jax.random.key(0), x)
 
-  variables = jax.eval_shape(init, example)
-  return paths, variables
-
-
-def _lookup(tree, path):
-  for part in path:
-    tree = tree.get(part) if isinstance(tree, Mapping) else None
-    if tree is None:
-      return None
-  return tree
-
-
-def _flax_slots(paths, variables) -> list[_Slot]:
-  """The modules with their own variables, as ``{collection/name: leaf}`` per module."""
+  variables = jax.eval_shape(init, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
   slots = []
   for path in paths:
     own = {}
@@ -139,6 +127,14 @@ def _flax_slots(paths, variables) -> list[_Slot]:
     if own:
       slots.append(_Slot('/'.join(path), own))
   return slots
+
+
+def _lookup(tree, path):
+  for part in path:
+    tree = tree.get(part) if isinstance(tree, Mapping) else None
+    if tree is None:
+      return None
+  return tree
 
 
 def _convert(torch_slot: _Slot, flax_slot: _Slot, flattened: tuple[str, ...],
@@ -202,13 +198,11 @@ def convert(model: nn.Module, state: dict[str, np.ndarray], spec: registry.Torch
             input_shape: tuple[int, ...], fresh_head: bool = False) -> dict:
   """The variables of ``model`` from torchvision tensors ``state``.
 
-  ``fresh_head``: the last linear layer keeps a fresh initialisation (another number of classes).
+  ``fresh_head``: the model's last layer (the classifier, for another number of classes) is left
+  out of the result.
   """
-  example = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-  paths, abstract = _module_order(model, example)
-  flax_slots = _flax_slots(paths, abstract)
+  flax_slots = layers(model, input_shape)
   torch_slots = _torch_slots(state, spec)
-  head = flax_slots[-1].name
   if fresh_head:
     flax_slots, torch_slots = flax_slots[:-1], torch_slots[:-1]
   variables: dict = {}
@@ -231,14 +225,10 @@ def convert(model: nn.Module, state: dict[str, np.ndarray], spec: registry.Torch
   if len(flax_slots) > len(torch_slots):
     raise ConfigError(f'The file has no tensor for layer {flax_slots[len(torch_slots)].name}: it '
                       f'has {len(torch_slots)} layers, the model {len(flax_slots)}.')
-  if fresh_head:
-    initial = jax.jit(model.init)(jax.random.key(0), jnp.zeros(example.shape, example.dtype))
-    _set(variables['params'], tuple(head.split('/')), _lookup(initial['params'],
-                                                               tuple(head.split('/'))))
   return variables
 
 
-def _classes(state: dict[str, np.ndarray], spec: registry.Torchvision) -> int | None:
+def classes(state: dict[str, np.ndarray], spec: registry.Torchvision) -> int | None:
   """The outputs of the file's classifier (its last module, a linear layer); None if it has none."""
   slots = _torch_slots(state, spec)
   weight = slots[-1].tensors.get('weight') if slots else None
@@ -258,7 +248,7 @@ def load_pretrained(name: str, path: str, num_classes: int | None = None, **over
     raise ConfigError(f'Model {name!r} has no torchvision twin to load weights from; models that '
                       f'do: {", ".join(convertible)}.')
   state = read_state_dict(path)
-  file_classes = _classes(state, spec)
+  file_classes = classes(state, spec)
   if not (num_classes or file_classes):
     raise ConfigError(f'{path!r} has no classifier (its last tensors are not a linear layer): '
                       'pass num_classes.')
@@ -270,6 +260,10 @@ def load_pretrained(name: str, path: str, num_classes: int | None = None, **over
   if fresh_head:
     logging.warning('%s: the file classifies %d classes; the head for %d is freshly initialised.',
                     name, file_classes, num_classes)
-  preprocessing = spec.preprocessing(path)
-  shape = (preprocessing.crop, preprocessing.crop, 3)
-  return model, convert(model, state, spec, shape, fresh_head)
+  crop = spec.preprocessing(path).crop
+  variables = convert(model, state, spec, (crop, crop, 3), fresh_head)
+  if fresh_head:
+    head = layers(model, (crop, crop, 3))[-1].name.split('/')
+    initial = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, crop, crop, 3)))
+    _set(variables['params'], tuple(head), _lookup(initial['params'], head))
+  return model, variables

@@ -5,6 +5,7 @@ import errno
 import json
 import math
 import os
+import re
 import time
 
 import jax
@@ -18,7 +19,7 @@ from cnn_jax.data import augment, pipeline, sources
 from cnn_jax.errors import ConfigError
 from cnn_jax.layers.convolve import IMPLS as CONV_IMPLS
 from cnn_jax.layers.convolve import use as conv_impl
-from cnn_jax.train import checkpoint, optim, parallel, preemption, steps
+from cnn_jax.train import checkpoint, initial, optim, parallel, preemption, steps
 from cnn_jax.train import workdir as workdir_lib
 from cnn_jax.train.losses import CLASSIFICATION_LOSSES
 from cnn_jax.train.state import TrainState
@@ -137,6 +138,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       f'{COMPUTE_DTYPES}.')
   # The model exists and every kwarg is one of its fields, of the right type.
   models.resolve_kwargs(config.model.name, {}, dict(config.model.kwargs))
+  initial.validate(config)
 
 
 def abstract_init(model, example_shape: tuple) -> tuple:
@@ -206,6 +208,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  initial.set_model_fields(config)
   changed = workdir_lib.check_resume(config, workdir, bool(checkpoint.complete_steps(workdir)))
   if config.resume == 'restart':
     workdir_lib.archive(workdir)
@@ -226,9 +229,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                       f'{mesh.devices.size} devices); pick a divisor of {per_device}.')
   total_steps = config.num_steps or math.ceil(config.num_epochs * steps_per_epoch)
   schedule = optim.learning_rate(config.optim, steps_per_epoch, total_steps, config.batch_size)
-  tx = optim.create(config.optim, schedule)
   model = build_model(config, train_source.num_classes)
   check_task(config, model, train_source, example_shape)
+  tx = optim.create(config.optim, schedule, *_layers_and_trainable(config, model, example_shape))
 
   init = state_initializer(model, tx, example_shape, config)
   replicated = parallel.replicated(mesh)
@@ -241,6 +244,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   mngr = checkpoint.manager(workdir, config)
   if state is None:
     state = jax.jit(init, out_shardings=replicated)()
+    if initial.source(config):
+      state, _ = initial.apply(state, config, model, example_shape)
   start_step = int(jax.device_get(state.step))
   if start_step:
     logging.info('Resumed from %s at step %d.', checkpoint.directory(workdir), start_step)
@@ -346,6 +351,16 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     checkpoint.close(mngr)
   _report(config, workdir, eval_metrics)
   return eval_metrics
+
+
+def _layers_and_trainable(config, model, example_shape) -> tuple[list[str], str]:
+  """What `optim.create` needs of the model: its layers in forward order (for a layer-wise
+  learning-rate decay) and, for a linear probe, the pattern of its classifier's parameters."""
+  if config.optim.layer_decay == 1 and not config.init.head_only:
+    return [], ''
+  from cnn_jax.models import pretrained  # pylint: disable=g-import-not-at-top
+  layers = [layer.name for layer in pretrained.layers(model, example_shape)]
+  return layers, ('^' + re.escape(layers[-1]) + '/' if config.init.head_only else '')
 
 
 def _log_start(config, workdir: str, model, state: TrainState, example_shape: tuple,

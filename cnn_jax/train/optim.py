@@ -1,6 +1,8 @@
 """Optax optimisers and learning-rate schedules from ``config.optim``."""
 
 import functools
+import re
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +27,14 @@ def validate(optim: ml_collections.ConfigDict) -> None:
   if optim.lr_scaling not in LR_SCALINGS:
     raise ConfigError(f'config.optim.lr_scaling={optim.lr_scaling!r}: expected one of '
                       f'{LR_SCALINGS}.')
+  if not 0 < optim.layer_decay <= 1:
+    raise ConfigError(f'config.optim.layer_decay={optim.layer_decay}: expected a factor in (0, 1] '
+                      '(1: the same learning rate for every layer).')
+  try:
+    re.compile(optim.trainable)
+  except re.error as error:
+    raise ConfigError(f'config.optim.trainable={optim.trainable!r} is not a regular expression '
+                      f'({error}).') from None
 
 
 def peak_lr(optim: ml_collections.ConfigDict, batch_size: int) -> float:
@@ -65,8 +75,55 @@ def decay_mask(params) -> dict:
       lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
 
 
-def create(optim: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
-  """clip -> L2 weight decay (masked) -> optimiser; AdamW decays in its own, decoupled, way."""
+def _module(path) -> str:
+  return '/'.join(str(getattr(key, 'key', key)) for key in path[:-1])
+
+
+def _trainable_labels(params, pattern: str) -> dict:
+  labels = jax.tree_util.tree_map_with_path(
+      lambda path, _: 'train' if re.search(pattern, _module(path) + '/' + str(
+          getattr(path[-1], 'key', path[-1]))) else 'frozen', params)
+  if 'train' not in jax.tree_util.tree_leaves(labels):
+    names = [_module(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+    raise ConfigError(f'config.optim.trainable={pattern!r} matches no parameter; they are named '
+                      f'like {", ".join(dict.fromkeys(names[-3:]))}.')
+  return labels
+
+
+def _scale_layers(layers: Sequence[str], decay: float) -> optax.GradientTransformation:
+  """Layer-wise learning-rate decay: the updates of layer ``l`` of ``L`` (in forward order) scaled
+  by ``decay ** (L - 1 - l)``, so the last layer takes the full rate and the first the least."""
+  depth = {name: index for index, name in enumerate(layers)}
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree_util.tree_map_with_path(
+        lambda path, u: u * decay ** (len(layers) - 1 - depth.get(_module(path), len(layers) - 1)),
+        updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def create(optim: ml_collections.ConfigDict, schedule: optax.Schedule,
+           layers: Sequence[str] = (), trainable: str = '') -> optax.GradientTransformation:
+  """clip -> L2 weight decay (masked) -> optimiser; AdamW decays in its own, decoupled, way.
+
+  ``layers``: the model's layers in forward order, for ``optim.layer_decay``. ``trainable``: a
+  regular expression on parameter paths ('stage4/.*'); the parameters it does not match get no
+  updates at all (``optim.trainable`` is used when this is empty).
+  """
+  tx = _optimizer(optim, schedule)
+  if optim.layer_decay < 1:
+    tx = optax.chain(tx, _scale_layers(layers, optim.layer_decay))
+  pattern = trainable or optim.trainable
+  if pattern:
+    tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()},
+                               functools.partial(_trainable_labels, pattern=pattern))
+  return tx
+
+
+def _optimizer(optim: ml_collections.ConfigDict,
+               schedule: optax.Schedule) -> optax.GradientTransformation:
   parts = []
   if optim.clip_norm:
     parts.append(optax.clip_by_global_norm(optim.clip_norm))

@@ -68,7 +68,8 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
     variables = {'params': params}
     if batch_stats:
       variables['batch_stats'] = batch_stats
-    outputs, updates = model.apply(variables, images, train=True, rngs=rngs,
+    # A linear probe (init.head_only) reads the frozen features as in evaluation.
+    outputs, updates = model.apply(variables, images, train=not config.init.head_only, rngs=rngs,
                                    mutable=['batch_stats'])
     # Auxiliary classifiers (GoogLeNet) return (logits, *aux_logits) in training.
     logits, *aux = _float32_outputs(outputs)

@@ -1,0 +1,113 @@
+"""Where a fresh run's weights come from: ``config.init.from``.
+
+Either a pretrained weights file (``.pth`` / ``.safetensors`` with torchvision's names, for a zoo
+model with a torchvision twin) or another run: ``RUN_DIR``, ``RUN_DIR:best``, ``RUN_DIR:latest``
+or ``RUN_DIR:STEP``. Every tensor of the new model whose path and shape match one of the source's
+is taken from it; the rest (typically the classifier, for another number of classes) keeps its
+fresh initialisation and is listed in the log. A resumed run restores its own checkpoint and never
+applies ``init.from`` again.
+"""
+
+import os
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import logging
+
+from cnn_jax import models
+from cnn_jax.errors import ConfigError
+from cnn_jax.models import pretrained
+
+WEIGHT_FILES = ('.pth', '.pt', '.bin', '.safetensors')
+
+
+def source(config: ml_collections.ConfigDict) -> str:
+  return config.init['from']
+
+
+def _run_and_step(spec: str) -> tuple[str, str | int]:
+  path, _, step = spec.rpartition(':') if ':' in os.path.basename(spec) else (spec, '', 'latest')
+  return path, int(step) if step.isdigit() else step
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """One-line errors for a missing source or a model that cannot take a weights file."""
+  spec = source(config)
+  if not spec:
+    if config.init.head_only:
+      raise ConfigError('config.init.head_only=True trains a linear probe on pretrained features: '
+                        'set config.init.from to a weights file or a run directory too.')
+    return
+  if spec.endswith(WEIGHT_FILES):
+    if not os.path.isfile(spec):
+      raise ConfigError(f'config.init.from={spec!r}: no such file. Download it first (see '
+                        'docs/pretrained.md for each file\'s address).')
+    if models.entry(config.model.name).torchvision is None:
+      raise ConfigError(f'config.init.from={spec!r} is a weights file, but model '
+                        f'{config.model.name!r} has no torchvision twin to take it; see '
+                        'docs/pretrained.md for the models that have.')
+    return
+  run, step = _run_and_step(spec)
+  if not os.path.isfile(os.path.join(run, 'config.json')):
+    raise ConfigError(f'config.init.from={spec!r}: neither a weights file ({", ".join(WEIGHT_FILES)}) '
+                      'nor a run directory (RUN_DIR[:best|:latest|:STEP], holding config.json).')
+  if step not in ('best', 'latest') and not isinstance(step, int):
+    raise ConfigError(f'config.init.from={spec!r}: after the colon comes best, latest or a step.')
+
+
+def set_model_fields(config: ml_collections.ConfigDict) -> None:
+  """Sets the model fields that make the zoo model compute what the weights file's torchvision
+  model computes (e.g. padding='HALF'), unless the config sets them itself."""
+  spec = source(config)
+  if not spec.endswith(WEIGHT_FILES):
+    return
+  twin = models.entry(config.model.name).torchvision
+  for field, value in twin.overrides.items():
+    if field not in config.model.kwargs:
+      config.model.kwargs[field] = value
+  if twin.note:
+    logging.info('%s with torchvision weights: %s', config.model.name, twin.note)
+
+
+def _source_variables(config: ml_collections.ConfigDict, model, example_shape) -> dict:
+  spec = source(config)
+  if spec.endswith(WEIGHT_FILES):
+    state = pretrained.read_state_dict(spec)
+    twin = models.entry(config.model.name).torchvision
+    fresh_head = pretrained.classes(state, twin) not in (None, model.num_classes)
+    return pretrained.convert(model, state, twin, example_shape, fresh_head)
+  from cnn_jax.analysis import run as run_lib  # pylint: disable=g-import-not-at-top
+  run, step = _run_and_step(spec)
+  return run_lib.load_run(run, step).variables
+
+
+def apply(state, config: ml_collections.ConfigDict, model, example_shape) -> tuple:
+  """``(state, reinitialised)``: a fresh `TrainState` with every parameter and BatchNorm
+  statistic that matches ``config.init.from`` by path and shape taken from it."""
+  given = {collection: flax.traverse_util.flatten_dict(tree, sep='/')
+           for collection, tree in _source_variables(config, model, example_shape).items()}
+  taken, reinitialised = 0, []
+
+  def pick(collection, tree):
+    nonlocal taken
+    flat = flax.traverse_util.flatten_dict(tree, sep='/')
+    for path, leaf in flat.items():
+      value = given.get(collection, {}).get(path)
+      if value is not None and tuple(value.shape) == tuple(leaf.shape):
+        flat[path] = jax.device_put(jnp.asarray(value, leaf.dtype), leaf.sharding)
+        taken += 1
+      else:
+        reinitialised.append(f'{collection}/{path}')
+    return flax.traverse_util.unflatten_dict(flat, sep='/')
+
+  params = pick('params', state.params)
+  batch_stats = pick('batch_stats', state.batch_stats) if state.batch_stats else state.batch_stats
+  if not taken:
+    raise ConfigError(f'config.init.from={source(config)!r}: none of its tensors matches the '
+                      f'model {config.model.name!r} by name and shape; is it the same '
+                      'architecture?')
+  logging.info('Initialised %d tensors from %s; freshly initialised: %s', taken, source(config),
+               ', '.join(reinitialised) or 'none')
+  return state.replace(params=params, ema_params=params, batch_stats=batch_stats), reinitialised
