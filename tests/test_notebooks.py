@@ -11,7 +11,7 @@ from tests.test_train import REPO
 NOTEBOOKS = os.path.join(REPO, 'notebooks')
 # Figures each notebook draws (with a short run every digit class still has a mistake to show).
 FIGURES = {'01_convolution_by_hand': 4, '02_inspect_a_run': 12, '03_why_did_it_say_that': 2,
-           '04_sequence_models': 4}
+           '04_sequence_models': 4, '05_pretrained_network': 6}
 
 
 def test_notebooks_are_stored_without_outputs():
@@ -41,5 +41,6 @@ def test_every_notebook_runs_and_draws_its_figures(tmp_path):
     html = (out / f'{name}.html').read_text(encoding='utf-8')
     assert html.count('src="data:image/png;base64') == count, name
   # Each notebook trained its own run, as a newcomer's first open would.
+  # Notebook 05 converts a random torchvision network into runs/pretrained (no download here).
   assert sorted(os.listdir(tmp_path / 'runs')) == ['digits', 'mnist1d_wavenet', 'motifs_deepbind',
-                                                   'shapes_fcn']
+                                                   'pretrained', 'shapes_fcn']

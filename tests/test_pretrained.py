@@ -184,3 +184,20 @@ def test_missing_file_and_models_without_twin_are_one_line_errors(tmp_path):
     pretrained.load_pretrained('resnet18', str(tmp_path / 'nope.pth'))
   with pytest.raises(ConfigError, match='no torchvision twin.*resnet50'):
     pretrained.load_pretrained('lenet5', str(tmp_path / 'nope.pth'))
+
+
+def test_analysis_opens_a_weights_file_with_its_preprocessing(resnet18_file):
+  from cnn_jax import analysis  # pylint: disable=g-import-not-at-top
+  net = analysis.load_pretrained('resnet18', resnet18_file)
+  rng = np.random.default_rng(0)
+  photos = [rng.integers(0, 256, (300, 400, 3), np.uint8), rng.integers(0, 256, (260, 260, 3),
+                                                                          np.uint8)]
+  x = net.preprocess(photos)
+  assert x.shape == (2, 224, 224, 3) and x.dtype == np.float32
+  transform = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()
+  expected = np.stack([transform(torch.from_numpy(p).permute(2, 0, 1)).permute(1, 2, 0).numpy()
+                       for p in photos])
+  # The same crop and normalisation; the resizers differ (OpenCV against torchvision's
+  # antialiased bilinear), by a little on average over noise images.
+  assert np.abs(x - expected).mean() < 0.25
+  assert net.apply(x).shape == (2, 1000) and net.classes(net.apply(x), k=3).shape == (2, 3)

@@ -13,6 +13,7 @@ from cnn_jax.analysis.attribution import (GradCAM, deconvnet, grad_cam, guided_b
 from cnn_jax.analysis.embeddings import embeddings, tsne
 from cnn_jax.analysis.features import TopPatches, filters, top_patches
 from cnn_jax.analysis.perturbation import mutation_map, occlusion
+from cnn_jax.analysis.pretrained import Pretrained, load_pretrained
 from cnn_jax.analysis.probe import feature_maps, layer_names
 from cnn_jax.analysis.receptive_field import EmpiricalField, empirical_receptive_field
 from cnn_jax.analysis.run import Run, load_or_train, load_run, read_config

@@ -28,6 +28,7 @@ from cnn_jax.errors import ConfigError
 from cnn_jax.models import (alexnet, context, convnext, deepbind, densenet, efficientnet, fcn,  # noqa: F401
                             googlenet, lenet, mobilenet, regnet, resnet, segnet, simple, unet, vgg,
                             wavenet)
+from cnn_jax.models.pretrained import load_pretrained
 from cnn_jax.models.registry import (Preprocessing, Torchvision, Weights, entry, family, get_model,
                                      input_shape, list_models, register_model)
 
