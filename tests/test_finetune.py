@@ -6,6 +6,7 @@ import logging
 import flax
 import numpy as np
 import pytest
+import torch
 
 from benchmarks import torchvision_cpu
 from cnn_jax.data import image_folder
@@ -15,7 +16,6 @@ from cnn_jax.train import checkpoint, loop
 from experiments import finetune_folder
 from tests.test_train import final_params
 
-torch = pytest.importorskip('torch')
 torchvision = torchvision_cpu.load()
 
 pytestmark = pytest.mark.slow

@@ -10,13 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 from benchmarks import torchvision_cpu
 from cnn_jax import models
 from cnn_jax.errors import ConfigError
 from cnn_jax.models import pretrained
 
-torch = pytest.importorskip('torch')
 torchvision = torchvision_cpu.load()
 
 CONVERTIBLE = [name for name in models.list_models() if models.entry(name).torchvision]
@@ -83,17 +83,12 @@ def test_every_other_twin_converts_tensor_for_tensor(name):
     state = torchvision.models.get_model(name, weights=None).state_dict()
   spec = models.entry(name).torchvision
   model = models.get_model(name, num_classes=1000, **spec.overrides)
-  abstract = {key: jax.ShapeDtypeStruct(tuple(value.shape), jnp.float32)
-              for key, value in state.items()}
-  flax_slots = pretrained.layers(model, models.input_shape(name))
-  torch_slots = pretrained._torch_slots(abstract, spec)  # pylint: disable=protected-access
-  assert len(flax_slots) == len(torch_slots)
-  for torch_slot, flax_slot in zip(torch_slots, flax_slots):
-    converted = pretrained._convert(  # pylint: disable=protected-access
-        pretrained._Slot(torch_slot.name, {k: np.broadcast_to(np.float32(0), v.shape)  # pylint: disable=protected-access
-                                           for k, v in torch_slot.tensors.items()}),
-        flax_slot, spec.flattened, 512)
-    assert set(converted) == set(flax_slot.tensors)
+  zeros = {key: np.broadcast_to(np.float32(0), tuple(value.shape)) for key, value in state.items()}
+  filled = dict(pretrained._converted(  # pylint: disable=protected-access
+      model, zeros, spec, models.input_shape(name)))
+  expected = pretrained.layers(model, models.input_shape(name))
+  assert list(filled) == [layer.name for layer in expected]
+  assert all(set(filled[layer.name]) == set(layer.tensors) for layer in expected)
 
 
 @pytest.mark.parametrize('name', CONVERTIBLE)

@@ -8,20 +8,19 @@ analysis like a run, taking raw images.
 """
 
 import dataclasses
-import functools
 
 import flax.linen as nn
-import jax
 import numpy as np
 
+from cnn_jax.analysis.run import Applies
 from cnn_jax.data import images as images_lib
 from cnn_jax.models import pretrained, registry
 
 
 @dataclasses.dataclass
-class Pretrained:
-  """A pretrained network: ``model`` and ``variables`` for every analysis method, ``apply`` as in
-  `Run`, and ``preprocess`` for the raw images the weights were trained on.
+class Pretrained(Applies):
+  """A pretrained network: ``model`` and ``variables`` for every analysis method, ``apply`` (eval
+  mode, on batches made by ``preprocess``) as in `Run`, and ``preprocess`` for raw images.
 
   Attributes:
     name: the zoo (and torchvision) name.
@@ -35,14 +34,6 @@ class Pretrained:
   model: nn.Module
   variables: dict
   preprocessing: registry.Preprocessing
-
-  @functools.cached_property
-  def _apply(self):
-    return jax.jit(lambda variables, x: self.model.apply(variables, x, train=False))
-
-  def apply(self, x) -> jax.Array:
-    """The eval-mode logits of a batch ``x`` [N, H, W, 3] made by `preprocess`."""
-    return self._apply(self.variables, x)
 
   def preprocess(self, images) -> np.ndarray:
     """[N, crop, crop, 3] float32 inputs from raw RGB images: uint8 [H, W, 3] arrays of any size

@@ -60,8 +60,21 @@ def read_config(workdir: str, step: int | None = None) -> ml_collections.ConfigD
     return ml_collections.ConfigDict(_tuples(json.load(f)))
 
 
+class Applies:
+  """``apply(x)``: a network's jitted eval-mode output, for anything with ``model`` and
+  ``variables``."""
+
+  @functools.cached_property
+  def _apply(self):
+    return jax.jit(lambda variables, x: self.model.apply(variables, x, train=False))
+
+  def apply(self, x) -> jax.Array:
+    """The model's eval-mode output on a batch ``x`` [N, *S, C] (normalised like the data)."""
+    return self._apply(self.variables, x)
+
+
 @dataclasses.dataclass
-class Run:
+class Run(Applies):
   """One training run, opened for analysis.
 
   Attributes:
@@ -78,14 +91,6 @@ class Run:
   variables: dict
   step: int
   mesh: jax.sharding.Mesh
-
-  @functools.cached_property
-  def _apply(self):
-    return jax.jit(lambda variables, x: self.model.apply(variables, x, train=False))
-
-  def apply(self, x) -> jax.Array:
-    """The model's eval-mode output on a batch ``x`` [N, *S, C] (normalised like the data)."""
-    return self._apply(self.variables, x)
 
   def steps(self) -> list[int]:
     """Every step that has a complete checkpoint now (training may still be adding some)."""

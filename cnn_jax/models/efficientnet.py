@@ -111,8 +111,7 @@ class EfficientNetV2(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    conv, norm = conv_and_norm(self.dtype, self.axis_name, 'HALF')
-    norm = functools.partial(norm, epsilon=1e-3)
+    conv, norm = conv_and_norm(self.dtype, self.axis_name, 'HALF', epsilon=1e-3)
     unit = functools.partial(L.ConvNormAct, conv=conv, norm=norm, act=nn.swish)
     x = unit(self.stages[0][3], 3, strides=2, name='stem')(x, train)
     total, index = sum(stage[-1] for stage in self.stages), 0

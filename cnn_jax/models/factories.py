@@ -18,12 +18,13 @@ def round_channels(channels: float, divisor: int = 8) -> int:
   return rounded + divisor if rounded < 0.9 * channels else rounded
 
 
-def conv_and_norm(dtype: Any, axis_name: str | None, padding: str = 'SAME'):
+def conv_and_norm(dtype: Any, axis_name: str | None, padding: str = 'SAME',
+                  epsilon: float = 1e-5):
   """``(conv, norm)`` partials computing in ``dtype``, convolutions padded by ``padding``;
-  BatchNorm reduces over ``axis_name``.
+  BatchNorm (``epsilon``) reduces over ``axis_name``.
 
   ``axis_name`` is set by the training loop in per-device ('pmap') mode, so BatchNorm statistics
   are averaged over the devices; None otherwise.
   """
   return (functools.partial(L.Conv, dtype=dtype, padding=padding),
-          functools.partial(L.BatchNorm, axis_name=axis_name, dtype=dtype))
+          functools.partial(L.BatchNorm, axis_name=axis_name, dtype=dtype, epsilon=epsilon))

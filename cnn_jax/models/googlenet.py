@@ -78,9 +78,7 @@ class GoogLeNet(nn.Module):
     if self.variant not in VARIANTS:
       raise ValueError(f'GoogLeNet(variant={self.variant!r}): expected one of {VARIANTS}.')
     torchvision = self.variant == 'torchvision'
-    conv, norm = conv_and_norm(self.dtype, self.axis_name, 'HALF' if torchvision else 'SAME')
-    if torchvision:
-      norm = functools.partial(norm, epsilon=1e-3)
+    conv, norm = conv_and_norm(self.dtype, self.axis_name, *(('HALF', 1e-3) if torchvision else ()))
     norm = norm if self.batch_norm or torchvision else None
     width = functools.partial(scale_width, multiplier=self.width_multiplier)
     unit = functools.partial(L.ConvNormAct, conv=conv, norm=norm)

@@ -133,8 +133,7 @@ class MobileNetV3Large(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    conv, norm = conv_and_norm(self.dtype, self.axis_name, 'HALF')
-    norm = functools.partial(norm, epsilon=1e-3)
+    conv, norm = conv_and_norm(self.dtype, self.axis_name, 'HALF', epsilon=1e-3)
     unit = functools.partial(L.ConvNormAct, conv=conv, norm=norm, act=nn.hard_swish)
     x = unit(16, 3, strides=2, name='stem')(x, train)
     for kernel, hidden, features, se, hard_swish, stride in V3_LARGE:

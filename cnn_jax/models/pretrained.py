@@ -19,6 +19,7 @@ import os
 import re
 from collections.abc import Mapping
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -103,12 +104,10 @@ def layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[_Slot]:
   """The modules of ``model`` that own variables, in the order its forward pass first calls them
   on one input of ``input_shape`` ([*spatial, C]), each with its abstract variables keyed by
   ``(collection, name)``. Nothing is computed or allocated."""
-  paths = []
+  paths = {}  # first calls, in order
 
   def record(next_fun, args, kwargs, context):
-    path = context.module.path
-    if path not in paths:
-      paths.append(path)
+    paths.setdefault(context.module.path)
     return next_fun(*args, **kwargs)
 
   def init(x):
@@ -155,7 +154,7 @@ def _convert(torch_slot: _Slot, flax_slot: _Slot, flattened: tuple[str, ...],
   for name, tensor in tensors.items():
     target = names.get(name)
     if target not in flax_slot.tensors:
-      raise _Mismatch(f'{torch_slot.name}.{name}', tensor.shape, flax_slot, target)
+      raise _misplaced(f'{torch_slot.name}.{name}', tensor.shape, flax_slot, target)
     want = tuple(flax_slot.tensors[target].shape)
     value = tensor
     if target[1] == 'kernel':
@@ -170,7 +169,7 @@ def _convert(torch_slot: _Slot, flax_slot: _Slot, flattened: tuple[str, ...],
     elif value.size == int(np.prod(want)):  # e.g. a layer scale stored as [C, 1, 1]
       value = value.reshape(want)
     if tuple(value.shape) != want:
-      raise _Mismatch(f'{torch_slot.name}.{name}', tensor.shape, flax_slot, target)
+      raise _misplaced(f'{torch_slot.name}.{name}', tensor.shape, flax_slot, target)
     out[target] = value
   missing = targets - set(out)
   if missing:
@@ -179,13 +178,12 @@ def _convert(torch_slot: _Slot, flax_slot: _Slot, flattened: tuple[str, ...],
   return out
 
 
-class _Mismatch(ConfigError):
-
-  def __init__(self, tensor: str, shape, flax_slot: _Slot, target):
-    want = {key[1]: tuple(leaf.shape) for key, leaf in flax_slot.tensors.items()}
-    super().__init__(f'Tensor {tensor} {tuple(shape)} has no place in the model: it meets layer '
+def _misplaced(tensor: str, shape, flax_slot: _Slot, target) -> ConfigError:
+  want = {key[1]: tuple(leaf.shape) for key, leaf in flax_slot.tensors.items()}
+  return ConfigError(f'Tensor {tensor} {tuple(shape)} has no place in the model: it meets layer '
                      f'{flax_slot.name} {want}' + ('' if target is None else
-                                                    f', whose {target[1]} differs'))
+                                                    f', whose {target[1]} differs') +
+                     '; is the file for this model (and this variant of it)?')
 
 
 def _set(tree: dict, path: tuple[str, ...], value) -> None:
@@ -194,24 +192,19 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
   tree[path[-1]] = value
 
 
-def convert(model: nn.Module, state: dict[str, np.ndarray], spec: registry.Torchvision,
-            input_shape: tuple[int, ...], fresh_head: bool = False) -> dict:
-  """The variables of ``model`` from torchvision tensors ``state``.
-
-  ``fresh_head``: the model's last layer (the classifier, for another number of classes) is left
-  out of the result.
-  """
+def _converted(model: nn.Module, state: dict[str, np.ndarray], spec: registry.Torchvision,
+               input_shape: tuple[int, ...]):
+  """Yields ``(layer path, {(collection, name): array})`` for each layer of ``model`` the file
+  fills, in forward order; the model's last layer is left out when the file's classifier has
+  another number of classes. Raises `ConfigError` at the first tensor with no place."""
   flax_slots = layers(model, input_shape)
   torch_slots = _torch_slots(state, spec)
-  if fresh_head:
+  if _classes(torch_slots) not in (None, model.num_classes):
     flax_slots, torch_slots = flax_slots[:-1], torch_slots[:-1]
-  variables: dict = {}
   channels = None
   for torch_slot, flax_slot in zip(torch_slots, flax_slots):
     converted = _convert(torch_slot, flax_slot, spec.flattened, channels)
-    path = tuple(flax_slot.name.split('/'))
-    for (collection, name), value in converted.items():
-      _set(variables.setdefault(collection, {}), path + (name,), jnp.asarray(value, jnp.float32))
+    yield flax_slot.name, converted
     # The channels of the map a linear layer right after this one would read flattened.
     kernel = converted.get(('params', 'kernel'))
     if kernel is not None and kernel.ndim > 2:
@@ -225,14 +218,41 @@ def convert(model: nn.Module, state: dict[str, np.ndarray], spec: registry.Torch
   if len(flax_slots) > len(torch_slots):
     raise ConfigError(f'The file has no tensor for layer {flax_slots[len(torch_slots)].name}: it '
                       f'has {len(torch_slots)} layers, the model {len(flax_slots)}.')
+
+
+def convert(model: nn.Module, state: dict[str, np.ndarray], spec: registry.Torchvision,
+            input_shape: tuple[int, ...]) -> dict:
+  """The variables of ``model`` from torchvision tensors ``state``; when the file's classifier
+  has another number of classes than ``model``, the model's last layer is left out."""
+  variables: dict = {}
+  for name, converted in _converted(model, state, spec, input_shape):
+    for (collection, leaf), value in converted.items():
+      _set(variables.setdefault(collection, {}), (*name.split('/'), leaf),
+           jnp.asarray(value, jnp.float32))
   return variables
 
 
-def classes(state: dict[str, np.ndarray], spec: registry.Torchvision) -> int | None:
+def _classes(torch_slots: list[_Slot]) -> int | None:
   """The outputs of the file's classifier (its last module, a linear layer); None if it has none."""
-  slots = _torch_slots(state, spec)
-  weight = slots[-1].tensors.get('weight') if slots else None
+  weight = torch_slots[-1].tensors.get('weight') if torch_slots else None
   return int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
+
+
+def overlay(fresh: dict, given: dict) -> tuple[dict, int, list[str]]:
+  """``(variables, taken, kept)``: ``fresh`` with every leaf that ``given`` has at the same path
+  and shape replaced by it (cast to the fresh leaf's dtype and placement); ``kept`` names the
+  leaves left fresh."""
+  given = flax.traverse_util.flatten_dict(given, sep='/')
+  flat = flax.traverse_util.flatten_dict(fresh, sep='/')
+  taken, kept = 0, []
+  for path, leaf in flat.items():
+    value = given.get(path)
+    if value is not None and tuple(value.shape) == tuple(leaf.shape):
+      flat[path] = jax.device_put(jnp.asarray(value, leaf.dtype), getattr(leaf, 'sharding', None))
+      taken += 1
+    else:
+      kept.append(path)
+  return flax.traverse_util.unflatten_dict(flat, sep='/'), taken, kept
 
 
 def load_pretrained(name: str, path: str, num_classes: int | None = None, **overrides):
@@ -248,7 +268,7 @@ def load_pretrained(name: str, path: str, num_classes: int | None = None, **over
     raise ConfigError(f'Model {name!r} has no torchvision twin to load weights from; models that '
                       f'do: {", ".join(convertible)}.')
   state = read_state_dict(path)
-  file_classes = classes(state, spec)
+  file_classes = _classes(_torch_slots(state, spec))
   if not (num_classes or file_classes):
     raise ConfigError(f'{path!r} has no classifier (its last tensors are not a linear layer): '
                       'pass num_classes.')
@@ -261,9 +281,8 @@ def load_pretrained(name: str, path: str, num_classes: int | None = None, **over
     logging.warning('%s: the file classifies %d classes; the head for %d is freshly initialised.',
                     name, file_classes, num_classes)
   crop = spec.preprocessing(path).crop
-  variables = convert(model, state, spec, (crop, crop, 3), fresh_head)
+  variables = convert(model, state, spec, (crop, crop, 3))
   if fresh_head:
-    head = layers(model, (crop, crop, 3))[-1].name.split('/')
     initial = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, crop, crop, 3)))
-    _set(variables['params'], tuple(head), _lookup(initial['params'], head))
+    variables, _, _ = overlay(initial, variables)
   return model, variables

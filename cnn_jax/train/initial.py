@@ -10,9 +10,6 @@ applies ``init.from`` again.
 
 import os
 
-import flax
-import jax
-import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
@@ -74,40 +71,24 @@ def set_model_fields(config: ml_collections.ConfigDict) -> None:
 def _source_variables(config: ml_collections.ConfigDict, model, example_shape) -> dict:
   spec = source(config)
   if spec.endswith(WEIGHT_FILES):
-    state = pretrained.read_state_dict(spec)
     twin = models.entry(config.model.name).torchvision
-    fresh_head = pretrained.classes(state, twin) not in (None, model.num_classes)
-    return pretrained.convert(model, state, twin, example_shape, fresh_head)
+    return pretrained.convert(model, pretrained.read_state_dict(spec), twin, example_shape)
   from cnn_jax.analysis import run as run_lib  # pylint: disable=g-import-not-at-top
   run, step = _run_and_step(spec)
   return run_lib.load_run(run, step).variables
 
 
-def apply(state, config: ml_collections.ConfigDict, model, example_shape) -> tuple:
-  """``(state, reinitialised)``: a fresh `TrainState` with every parameter and BatchNorm
-  statistic that matches ``config.init.from`` by path and shape taken from it."""
-  given = {collection: flax.traverse_util.flatten_dict(tree, sep='/')
-           for collection, tree in _source_variables(config, model, example_shape).items()}
-  taken, reinitialised = 0, []
-
-  def pick(collection, tree):
-    nonlocal taken
-    flat = flax.traverse_util.flatten_dict(tree, sep='/')
-    for path, leaf in flat.items():
-      value = given.get(collection, {}).get(path)
-      if value is not None and tuple(value.shape) == tuple(leaf.shape):
-        flat[path] = jax.device_put(jnp.asarray(value, leaf.dtype), leaf.sharding)
-        taken += 1
-      else:
-        reinitialised.append(f'{collection}/{path}')
-    return flax.traverse_util.unflatten_dict(flat, sep='/')
-
-  params = pick('params', state.params)
-  batch_stats = pick('batch_stats', state.batch_stats) if state.batch_stats else state.batch_stats
+def apply(state, config: ml_collections.ConfigDict, model, example_shape):
+  """A fresh `TrainState` with every parameter and BatchNorm statistic that matches
+  ``config.init.from`` by path and shape taken from it."""
+  fresh = {'params': state.params, 'batch_stats': state.batch_stats}
+  variables, taken, kept = pretrained.overlay(fresh, _source_variables(config, model,
+                                                                       example_shape))
   if not taken:
     raise ConfigError(f'config.init.from={source(config)!r}: none of its tensors matches the '
                       f'model {config.model.name!r} by name and shape; is it the same '
                       'architecture?')
   logging.info('Initialised %d tensors from %s; freshly initialised: %s', taken, source(config),
-               ', '.join(reinitialised) or 'none')
-  return state.replace(params=params, ema_params=params, batch_stats=batch_stats), reinitialised
+               ', '.join(kept) or 'none')
+  return state.replace(params=variables['params'], ema_params=variables['params'],
+                       batch_stats=variables.get('batch_stats', state.batch_stats))

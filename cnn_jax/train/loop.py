@@ -17,6 +17,7 @@ from absl import logging
 from cnn_jax import arithmetic, models
 from cnn_jax.data import augment, pipeline, sources
 from cnn_jax.errors import ConfigError
+from cnn_jax.models import pretrained
 from cnn_jax.layers.convolve import IMPLS as CONV_IMPLS
 from cnn_jax.layers.convolve import use as conv_impl
 from cnn_jax.train import checkpoint, initial, optim, parallel, preemption, steps
@@ -245,7 +246,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   if state is None:
     state = jax.jit(init, out_shardings=replicated)()
     if initial.source(config):
-      state, _ = initial.apply(state, config, model, example_shape)
+      state = initial.apply(state, config, model, example_shape)
   start_step = int(jax.device_get(state.step))
   if start_step:
     logging.info('Resumed from %s at step %d.', checkpoint.directory(workdir), start_step)
@@ -358,7 +359,6 @@ def _layers_and_trainable(config, model, example_shape) -> tuple[list[str], str]
   learning-rate decay) and, for a linear probe, the pattern of its classifier's parameters."""
   if config.optim.layer_decay == 1 and not config.init.head_only:
     return [], ''
-  from cnn_jax.models import pretrained  # pylint: disable=g-import-not-at-top
   layers = [layer.name for layer in pretrained.layers(model, example_shape)]
   return layers, ('^' + re.escape(layers[-1]) + '/' if config.init.head_only else '')
 
