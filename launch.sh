@@ -12,13 +12,15 @@
 #   ./launch.sh bench [ARGS]     set up with the [bench] extra, then run benchmarks/run.py
 #   ./launch.sh lock             re-resolve setup.cfg's ranges in a scratch venv into requirements.lock
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")"
+# Training and `models` run where the user is, so the paths they type (--workdir, --config, a
+# model file, a data folder) mean what they meant there; the rest runs in the checkout.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-VENV=.venv
+VENV="$ROOT/.venv"
 PYTHON=${PYTHON:-python3}
 # Exact versions of every package, transitive ones too, that the tests passed with: installs are
 # reproducible; setup.cfg keeps the ranges for people who use cnn_jax as a library.
-LOCK=requirements.lock
+LOCK="$ROOT/requirements.lock"
 # The accelerator packages a venv was set up with stay installed on every later command.
 ACCELERATOR_FILE="$VENV/.cnn_jax-accelerator"
 ACCELERATOR=${CNN_JAX_ACCELERATOR:-$(cat "$ACCELERATOR_FILE" 2>/dev/null || echo cpu)}
@@ -38,15 +40,18 @@ setup() {
   local stamp="$VENV/.cnn_jax-installed"
   # The venv is rebuilt only when the pinned dependencies or the wanted extras change.
   local want
-  want="$(cat setup.cfg pyproject.toml "$LOCK" | sha256sum | cut -d' ' -f1) $extras"
+  want="$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" "$LOCK" | sha256sum | cut -d' ' -f1) $extras"
   if [ -f "$stamp" ] && grep -qxF "$want" "$stamp"; then
     return
   fi
-  if [ ! -x "$VENV/bin/python" ]; then
+  if [ -x "$VENV/bin/python" ]; then
+    echo "Updating the environment in $VENV (the pinned dependencies changed) ..." >&2
+  else
+    echo "Setting up the environment in $VENV (first time: a few minutes, then never again) ..." >&2
     "$PYTHON" -m venv "$VENV"
   fi
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -c "$LOCK" -e ".[$extras]"
+  "$VENV/bin/python" -m pip install --quiet -c "$LOCK" -e "$ROOT[$extras]"
   echo "$want" >> "$stamp"
   echo "$ACCELERATOR" > "$ACCELERATOR_FILE"
 }
@@ -67,15 +72,16 @@ case "${1:-}" in
     shift; setup dev
     exec "$VENV/bin/python" -m cnn_jax.models "$@" ;;
   test)
-    shift; setup dev
+    shift; setup dev; cd "$ROOT"
     exec "$VENV/bin/python" -m pytest "$@" ;;
   notebooks)
-    shift; setup dev
+    shift; setup dev; cd "$ROOT"
     exec "$VENV/bin/python" notebooks/execute.py "$@" ;;
   bench)
-    shift; setup dev,bench
+    shift; setup dev,bench; cd "$ROOT"
     exec "$VENV/bin/python" benchmarks/run.py "$@" ;;
   lock)
+    cd "$ROOT"
     scratch=$(mktemp -d)
     "$PYTHON" -m venv "$scratch"
     "$scratch/bin/python" -m pip install --quiet --upgrade pip

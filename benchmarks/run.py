@@ -345,9 +345,9 @@ def _launch_devices(experiment: str) -> int:
 
 def _first_step_s(stderr: str, launched: float) -> float:
   """Seconds from ``launched`` (wall clock) to the training log's "First step done" line, by the
-  line's own absl timestamp (local time of day, e.g. ``I1123 09:10:22.818500``)."""
+  line's own timestamp (local time of day, e.g. ``09:10:22.818``; `cnn_jax.console`)."""
   line = next(l for l in stderr.splitlines() if 'First step done' in l)
-  clock = datetime.datetime.strptime(line.split()[1], '%H:%M:%S.%f')
+  clock = datetime.datetime.strptime(line.split()[0], '%H:%M:%S.%f')
   launch = datetime.datetime.fromtimestamp(launched)
   logged = launch.replace(hour=clock.hour, minute=clock.minute, second=clock.second,
                           microsecond=clock.microsecond)

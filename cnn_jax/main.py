@@ -15,7 +15,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cnn_jax import host
+from cnn_jax import console, host
 from cnn_jax.errors import ConfigError
 
 DEFAULT_CONFIG = 'default'
@@ -34,11 +34,27 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes (hosts) 
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0 .. num_processes-1.')
 
 
+# A launch mistake (flag, config, data) exits with this code, a failure while training with 1.
+USAGE_ERROR = 2
+FLAGS_HELP = ('flags are --config=NAME|FILE, --workdir=DIR and --config.FIELD=VALUE; every field: '
+              './launch.sh --print_config; every flag: ./launch.sh --help')
+
+
+def _fail(message: str, code: int = USAGE_ERROR):
+  """One line on stderr and the exit code; the traceback only with --verbosity=1 (or more)."""
+  verbose = any(a.startswith(('--verbosity=', '-v=')) and a.split('=')[1] not in ('0', '-1')
+                for a in sys.argv[1:])
+  if verbose and sys.exc_info()[0] is not None:
+    raise  # pylint: disable=misplaced-bare-raise
+  print(f'Error: {message}', file=sys.stderr, flush=True)
+  sys.exit(code)
+
+
 def _initialize_distributed() -> None:
   import jax  # pylint: disable=g-import-not-at-top
   if _COORDINATOR.value:
     if _NUM_PROCESSES.value is None or _PROCESS_ID.value is None:
-      raise app.UsageError('--coordinator_address needs --num_processes and --process_id too.')
+      raise ConfigError('--coordinator_address needs --num_processes and --process_id too.')
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   elif int(os.environ.get('SLURM_NTASKS', '1')) > 1 or 'TPU_WORKER_HOSTNAMES' in os.environ:
     jax.distributed.initialize()  # auto-detects the cluster
@@ -67,8 +83,8 @@ def _take_model_overrides(argv: list[str]) -> list[str]:
     if arg.startswith(MODEL_KWARGS):
       field, has_value, value = arg[len(MODEL_KWARGS):].partition('=')
       if not has_value:
-        if i + 1 == len(argv):
-          raise app.UsageError(f'{arg} needs a value: {arg}=VALUE.')
+        if i + 1 == len(argv) or argv[i + 1].startswith('--'):
+          raise ConfigError(f'{arg} needs a value: {arg}=VALUE.')
         value, i = argv[i + 1], i + 1
       _model_overrides[field] = _literal(value)
     else:
@@ -89,41 +105,68 @@ def resolve_model_fields(config, overrides: dict) -> None:
     config.model.kwargs = kwargs
 
 
-def _config_path(value: str) -> str:
-  """``--config``'s value with a bare experiment name (``default``) made the path of its file."""
-  path, colon, args = value.partition(':')
-  if os.sep in path or path.endswith('.py'):
-    return value
+def _experiments_dir() -> str:
   import experiments  # pylint: disable=g-import-not-at-top
-  return os.path.join(os.path.dirname(experiments.__file__), f'{path}.py') + colon + args
+  return os.path.dirname(experiments.__file__)
+
+
+def _config_path(value: str) -> str:
+  """``--config``'s value with a bare experiment name (``default``) made the path of its file;
+  a name or file that does not exist is a usage error naming the shipped experiments."""
+  path, colon, args = value.partition(':')
+  if not (os.sep in path or path.endswith('.py')):
+    path = os.path.join(_experiments_dir(), f'{path}.py')
+  if not os.path.isfile(path):
+    shipped = sorted(n[:-3] for n in os.listdir(_experiments_dir())
+                     if n.endswith('.py') and not n.startswith('_') and n != 'base.py')
+    _fail(f'--config={value}: no such file ({os.path.abspath(path)}). Give an experiment file, or '
+          f'the name of a shipped one: {", ".join(shipped)}.')
+  return path + colon + args
+
+
+def _one_line(error: BaseException) -> str:
+  """An error's message in one line: a KeyError's text unquoted, a wrapped traceback's last line."""
+  if not isinstance(error, KeyError) and isinstance(error.__context__, KeyError):
+    error = error.__context__
+  text = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
+  if 'Traceback (most recent call last)' in text:
+    text = [line for line in text.splitlines() if line.strip()][-1]
+  return ' '.join(text.split())
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, defaulting --config and explaining a config override with a typo."""
+  """absl's parser, defaulting --config; every flag or config mistake is one line (`_fail`)."""
   if not any(a.startswith('--config=') or a == '--config' for a in argv[1:]):
     argv = [argv[0], f'--config={DEFAULT_CONFIG}', *argv[1:]]
   argv = [f'--config={_config_path(a[len("--config="):])}' if a.startswith('--config=') else a
           for a in argv]
-  # ml_collections finds the overrides in sys.argv itself: the model's fields must leave both,
-  # and so must all but the last of a field given twice (absl would join two tuples into one).
-  argv = _take_model_overrides(argv)
+  try:
+    # ml_collections finds the overrides in sys.argv itself: the model's fields must leave both,
+    # and so must all but the last of a field given twice (absl would join two tuples into one).
+    argv = _take_model_overrides(argv)
+  except ConfigError as error:
+    _fail(str(error))
   last = {a.partition('=')[0]: i for i, a in enumerate(argv) if a.startswith('--config.')}
   argv = sys.argv = [a for i, a in enumerate(argv)
                      if not a.startswith('--config.') or last[a.partition('=')[0]] == i]
   try:
     return flags.FLAGS(argv)
+  except flags.Error as error:
+    config_file = next(a for a in argv if a.startswith('--config='))
+    if str(error).startswith(f'flag {config_file}:'):  # the file itself did not load
+      _fail(f'Could not load {config_file}: {_one_line(error)}')
+    _fail(f'{_one_line(error)} ({FLAGS_HELP}).')
   except (AttributeError, KeyError) as error:
-    overrides = [a for a in argv[1:] if a.startswith('--config.')]
-    raise SystemExit(
-        f'Unknown config field {error} in {overrides}: configs are locked, so a typo cannot add a '
-        'field silently. Check the spelling against the experiment file and experiments/base.py '
-        '(e.g. --config.optim.lr=0.05).') from error
+    _fail(f'Unknown config field {_one_line(error)} Configs are locked, so a typo cannot add a '
+          'field silently: check the spelling against ./launch.sh --print_config (every field).')
 
 
 def main(argv) -> None:
+  console.configure(logging.get_absl_handler())
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments {argv[1:]}; flags are --config, --workdir, '
-                         '--config.<field>=<value> and the multi-host flags.')
+    _fail(f'Unexpected arguments {" ".join(argv[1:])}: {FLAGS_HELP}.')
+  if (_WORKDIR.value or '').startswith('-'):
+    _fail(f'--workdir took {_WORKDIR.value!r} as its value: write --workdir=DIR.')
   config = _CONFIG.value
   host.configure(config)  # before JAX starts
   # The imports leave about 280k objects that live as long as the process. Each full collection
@@ -134,8 +177,6 @@ def main(argv) -> None:
   from cnn_jax.train import checkpoint, loop, workdir as workdir_lib
   gc.freeze()
   gc.enable()
-  # Orbax's per-save INFO chatter stays out of the training log; its warnings still show.
-  logging.get_absl_handler().addFilter(checkpoint.OrbaxBelow())
   config_path = config_flags.get_config_filename(flags.FLAGS['config'])
   name = os.path.splitext(os.path.basename(config_path))[0]
   workdir = _WORKDIR.value or os.path.join('runs', f'{name}-{time.strftime("%Y%m%d-%H%M%S")}')
@@ -144,17 +185,16 @@ def main(argv) -> None:
     if _PRINT_CONFIG.value:
       # One line a field, as the flag that sets it.
       for field, value in workdir_lib.flatten(config.to_dict()).items():
-        print(f'--config.{field}={value!r}')
+        print(workdir_lib.as_flag(field, value))
       return
     _initialize_distributed()
-    logging.info('Training %s into %s', config_path, workdir)
+    logging.info('Training %s into %s', console.shown(config_path), console.shown(workdir))
     loop.train_and_evaluate(config, workdir)
-  except (ConfigError, OSError, FloatingPointError, checkpoint.CheckpointError) as error:
+  except ConfigError as error:
     # What went wrong and how to fix it is the message; the traceback is for --verbosity=1.
-    if logging.get_verbosity() >= 1:
-      raise
-    print(f'Error: {error}', file=sys.stderr, flush=True)
-    sys.exit(1)
+    _fail(_one_line(error))
+  except (OSError, FloatingPointError, checkpoint.CheckpointError) as error:
+    _fail(_one_line(error), code=1)
 
 
 if __name__ == '__main__':

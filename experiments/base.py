@@ -36,10 +36,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.name = 'digits'
   config.data.data_dir = '~/tensorflow_datasets'
+  # Validation evaluates during training and picks the best checkpoint; test is evaluated once,
+  # at the end, on the best and the last checkpoints (docs/training.md#splits).
   config.data.train_split = 'train'
-  config.data.eval_split = 'test'
+  config.data.val_split = 'auto'   # auto: the dataset's 'validation', else the last
+                                   # holdout_fraction of train_split (train keeps the rest)
+  config.data.test_split = 'auto'  # auto: 'test' where the dataset has one; '': none
   config.data.folder = ''          # image_folder: DIR holding train/CLASS/*.jpg (val/ optional)
-  config.data.holdout_fraction = 0.1  # image_folder without val/: this share of train validates
+  config.data.holdout_fraction = 0.1  # the share of train that validates where the data has no
+                                      # validation split (image_folder: per class)
   config.data.image_size = 224     # variable-size images and crops: the side of the square fed in
   config.data.crop_fraction = 0.875  # eval of variable-size images: resize to size / this, centre
   config.data.mean = (0.0,)

@@ -18,7 +18,8 @@ from experiments import imagenet_resnet50
 def get_config():
   config = imagenet_resnet50.get_config()
   config.data.name = 'image_folder'
-  config.data.eval_split = 'validation'
+  # The folder's own val/ (or a held-out share of each class) validates; test/ tests, if any.
+  config.data.train_split, config.data.val_split, config.data.test_split = 'train', 'auto', 'auto'
   config.model.name = 'resnet18'
   config.batch_size = 64
   config.eval_batch_size = 64

@@ -3,15 +3,19 @@
   ./launch.sh notebooks                        # all of them, into runs/notebooks/
   ./launch.sh notebooks 02_inspect_a_run       # one
   ./launch.sh notebooks --runs=/tmp/r --steps=20 --out=/tmp/nb   # other runs; short training
+  ./launch.sh notebooks --figures=docs/figures  # also the docs' figure of each notebook
 
 A notebook's first code cell (tagged 'parameters', papermill's convention) sets ``RUNS`` (where
 its runs live) and ``STEPS`` (the training length when a run is missing and the notebook starts
 the shipped experiment itself; 0 means the experiment's own). ``--runs`` and ``--steps`` are
 injected as a cell right after it, so the stored notebooks stay free of outputs and paths.
+The images of the cells tagged 'figure', stacked, are the notebook's figure in the docs.
 """
 
 import argparse
+import base64
 import glob
+import io
 import os
 import sys
 import time
@@ -20,6 +24,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
+from PIL import Image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -64,6 +69,24 @@ def execute(name: str, out: str, parameters: dict, timeout: int = 1800) -> str:
   return target
 
 
+def write_figure(notebook, path: str) -> bool:
+  """The images of ``notebook``'s cells tagged 'figure', stacked top to bottom, into ``path``;
+  False when it has none."""
+  images = [Image.open(io.BytesIO(base64.b64decode(output['data']['image/png'])))
+            for cell in notebook.cells if 'figure' in cell.get('metadata', {}).get('tags', [])
+            for output in cell.get('outputs', []) if 'image/png' in output.get('data', {})]
+  if not images:
+    return False
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  canvas = Image.new('RGB', (max(i.width for i in images), sum(i.height for i in images)), 'white')
+  top = 0
+  for image in images:
+    canvas.paste(image.convert('RGB'), (0, top))
+    top += image.height
+  canvas.save(path)
+  return True
+
+
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n', 1)[0])
   parser.add_argument('names', nargs='*', help=f'notebooks to run (default all: '
@@ -72,6 +95,8 @@ def main() -> int:
   parser.add_argument('--steps', type=int, default=0,
                       help='training steps for a missing run (STEPS; 0: the experiment\'s own)')
   parser.add_argument('--out', default=os.path.join('runs', 'notebooks'))
+  parser.add_argument('--figures', default='',
+                      help="also write each notebook's figure (its cells tagged 'figure') here")
   args = parser.parse_args()
   unknown = set(args.names) - set(notebooks())
   if unknown:
@@ -86,6 +111,9 @@ def main() -> int:
       print(f'{name}: FAILED; the executed part is in {out}/{name}.ipynb\n{error}', file=sys.stderr)
       return 1
     print(f'{name}: {time.time() - start:.0f} s -> {target} (and .html)', flush=True)
+    figure = os.path.join(args.figures, f'{name}.png')
+    if args.figures and write_figure(nbformat.read(target, as_version=4), figure):
+      print(f'{name}: figure -> {figure}', flush=True)
   return 0
 
 

@@ -95,6 +95,10 @@ def test_saliency_and_smoothgrad_of_a_linear_model_are_its_weights():
     maps = method(linear, variables, x, jnp.asarray([1, 3]))
     np.testing.assert_allclose(maps[0].ravel(), weights[:, 1], rtol=1e-5)
     np.testing.assert_allclose(maps[1].ravel(), weights[:, 3], rtol=1e-5)
+  # An int seed is a key; the same seed, the same noise.
+  np.testing.assert_array_equal(analysis.smoothgrad(linear, variables, x, rng=3),
+                                analysis.smoothgrad(linear, variables, x,
+                                                    rng=jax.random.key(3)))
 
 
 def test_integrated_gradients_are_complete(tiny):
@@ -198,6 +202,16 @@ def test_empirical_receptive_field_equals_the_analytic_one(seed):
   variables = _init(model, (1, size, size, 1))
   measured = analysis.empirical_receptive_field(model, variables, (size, size, 1))
   assert measured.size == tuple(int(f) for f in field.size), layers
+  # summarize's convention, with the batch dimension, means the same.
+  batched = analysis.empirical_receptive_field(model, variables, (1, size, size, 1))
+  assert batched.size == measured.size
+
+
+def test_empirical_receptive_field_names_a_shape_the_model_cannot_take():
+  model = models.get_model('lenet5', num_classes=10)
+  variables = _init(model, (1, 32, 32, 1))
+  with pytest.raises(ValueError, match=r'does not take inputs of shape \(32, 32\)'):
+    analysis.empirical_receptive_field(model, variables, (32, 32))
 
 
 def test_feature_maps_filters_and_top_patches():
@@ -250,10 +264,12 @@ def test_every_plot_returns_its_figure_and_saves_it(tmp_path):
       'filters_1d': plots.filter_grid(rng.normal(size=(4, 7, 4))),
       'maps': plots.feature_map_grid(rng.random((8, 8, 5))),
       'curves': plots.curves({'train': {'loss': (np.arange(3), np.ones(3))},
-                              'eval': {'accuracy': (np.arange(2), np.ones(2))}}),
+                              'val': {'accuracy': (np.arange(2), np.ones(2))}}),
       'confusion': plots.confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2])),
       'overlays': plots.attribution_overlays(images, {'saliency': images,
-                                                      'occlusion': rng.random((2, 3, 3))}),
+                                                      'occlusion': rng.random((2, 3, 3))},
+                                             occlusion=(4, 2)),
+      'labels': plots.label_maps({'labels': rng.integers(0, 3, (2, 8, 8))}, ['a', 'b', 'c']),
       'scatter': plots.embedding_scatter(rng.normal(size=(30, 2)), np.arange(30) % 3),
       'boxes': plots.receptive_field_boxes(images[0], {'conv': ((2, 2), (3, 3))}),
       'logo': plots.motif_logo(plots.pwm_of_kernel(rng.normal(size=(6, 4)))),
@@ -271,3 +287,77 @@ def test_every_plot_returns_its_figure_and_saves_it(tmp_path):
   pwm = plots.pwm_of_kernel(kernel)  # softmax at the weights' own scale, per position
   top = np.exp(5 / kernel.std())
   np.testing.assert_allclose(pwm, [[top / (top + 3), *[1 / (top + 3)] * 3], [0.25] * 4])
+
+
+def test_attribution_overlays_have_colour_bars_shared_scales_and_patch_centred_occlusion():
+  rng = np.random.default_rng(0)
+  images = rng.random((2, 16, 16, 1))
+  maps = {'occlusion 4/2': rng.random((2, 7, 7)), 'saliency': rng.normal(size=(2, 16, 16, 1)),
+          'integrated gradients': 10 * rng.normal(size=(2, 16, 16, 1))}
+  with pytest.raises(ValueError, match='occlusion=\\(patch, stride\\)'):
+    plots.attribution_overlays(images, maps)
+
+  def drawn(fig):
+    """{(row, method): the overlay's AxesImage}, and the colour bars' axes."""
+    panels = [ax for ax in fig.axes if ax.get_label() != '<colorbar>']
+    bars = [ax for ax in fig.axes if ax.get_label() == '<colorbar>']
+    grid = np.asarray(panels).reshape(2, 4)
+    return {(r, n): grid[r, c + 1].get_images()[-1] for r in range(2)
+            for c, n in enumerate(maps)}, bars
+
+  own, bars = drawn(plots.attribution_overlays(images, maps, occlusion=(4, 2)))
+  assert len(bars) == 6  # one per map panel
+  assert own[0, 'saliency'].get_clim() != own[1, 'saliency'].get_clim()
+  shared, _ = drawn(plots.attribution_overlays(images, maps, occlusion=(4, 2), scale='shared'))
+  gradients = {shared[r, n].get_clim() for r in range(2) for n in ('saliency', 'integrated gradients')}
+  assert len(gradients) == 1  # one scale for every gradient map, both examples
+  assert shared[0, 'occlusion 4/2'].get_clim() != gradients.pop()  # probabilities keep theirs
+  by_method, _ = drawn(plots.attribution_overlays(images, maps, occlusion=(4, 2), scale='method'))
+  assert by_method[0, 'saliency'].get_clim() == by_method[1, 'saliency'].get_clim()
+  assert by_method[0, 'saliency'].get_clim() != by_method[0, 'integrated gradients'].get_clim()
+  # Cell i of a 4-wide patch at stride 2 is centred on the patch's centre, pixel 2i + 1.5.
+  left, right, bottom, top = own[0, 'occlusion 4/2'].get_extent()
+  centres = left + 2 * np.arange(7) + 1
+  np.testing.assert_allclose(centres, 2 * np.arange(7) + 1.5)
+  assert (right - left, bottom - top) == (14, 14)
+
+
+def test_label_maps_give_each_class_one_colour_in_every_panel_and_a_legend():
+  labels = np.zeros((2, 4, 4), int)
+  labels[0, :2] = 1
+  labels[1] = 2  # panels with different classes present: per-panel rescaling would recolour
+  predicted = np.full((2, 4, 4), 2)
+  fig = plots.label_maps({'labels': labels, 'predicted': predicted}, ['bg', 'square', 'circle'])
+  colours = {}
+  for ax in fig.axes:
+    image = ax.get_images()[0]
+    rgba = image.to_rgba(image.get_array())
+    for value, colour in zip(np.asarray(image.get_array()).ravel(), rgba.reshape(-1, 4)):
+      colours.setdefault(int(value), set()).add(tuple(np.round(colour, 4)))
+  assert all(len(c) == 1 for c in colours.values()) and len(colours) == 3
+  assert len({next(iter(c)) for c in colours.values()}) == 3
+  assert [t.get_text() for t in fig.legends[0].get_texts()] == ['bg', 'square', 'circle']
+
+
+def test_curves_overlay_several_runs_with_a_legend():
+  history = {'train': {'loss': (np.arange(3), np.ones(3))},
+             'val': {'loss': (np.arange(2), np.ones(2))}}
+  fig = plots.curves({'lr 0.1': history, 'lr 0.01': history})
+  labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+  assert labels == ['lr 0.1 train', 'lr 0.1 val', 'lr 0.01 train', 'lr 0.01 val']
+  lines = fig.axes[0].get_lines()
+  assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color()
+
+
+def test_mutation_map_labels_do_not_overlap():
+  rng = np.random.default_rng(0)
+  fig = plots.mutation_map(rng.normal(size=(100, 4)), np.eye(4)[rng.integers(0, 4, 100)],
+                           title='a sequence')
+  fig.canvas.draw()
+  renderer = fig.canvas.get_renderer()
+  texts = [t for ax in fig.axes for t in (ax.xaxis.label, ax.yaxis.label, ax.title)
+           if t.get_text()]
+  boxes = [t.get_window_extent(renderer) for t in texts]
+  for i, a in enumerate(boxes):
+    for b in boxes[i + 1:]:
+      assert not a.overlaps(b), [t.get_text() for t in texts]

@@ -36,18 +36,26 @@ def test_a_four_device_run_opens_on_one_device_and_reproduces_its_final_metrics(
   assert set(run.variables) == {'params', 'batch_stats'}  # never the optimiser state
   for leaf in jax.tree_util.tree_leaves(run.variables):
     assert leaf.sharding.device_set == {jax.devices()[0]}
-  final = json.load(open(os.path.join(trained, 'final_metrics.json')))
-  metrics = run.evaluate()
-  assert metrics['count'] == final['count'] == 400
-  assert metrics['accuracy'] == final['accuracy']
-  assert metrics['loss'] == pytest.approx(final['loss'], rel=1e-6)
-  test = run.predict()
+  final = json.load(open(os.path.join(trained, 'final_metrics.json')))['last']
+  for split, count in (('test', 400), ('val', 140)):
+    metrics = run.evaluate(split)
+    assert metrics['count'] == final[split]['count'] == count
+    assert metrics['accuracy'] == final[split]['accuracy']
+    assert metrics['loss'] == pytest.approx(final[split]['loss'], rel=1e-6)
+  test = run.predict('test')
   assert len(test['label']) == 400
-  assert np.mean(test['logits'].argmax(-1) == test['label']) == pytest.approx(final['accuracy'])
+  assert np.mean(test['logits'].argmax(-1) == test['label']) == pytest.approx(
+      final['test']['accuracy'])
   np.testing.assert_allclose(run.apply(test['image'][:5]), test['logits'][:5], rtol=1e-5,
                              atol=1e-6)
-  train_images = sum(len(b['label']) for b in run.eval_batches('train'))
-  assert train_images == 1397
+  # The roles name the run's own splits; any split spec of the dataset works too.
+  assert sum(len(b['label']) for b in run.eval_batches('train')) == 1257
+  assert sum(len(b['label']) for b in run.eval_batches('train[:10]')) == 10
+  # Raw examples as the dataset stores them become the inputs the run was evaluated on.
+  from cnn_jax.data import sources
+  raw = sources.load('digits', 'test', run.config.data.data_dir).records
+  np.testing.assert_allclose(run.preprocess([raw[i]['image'] for i in range(5)]),
+                             test['image'][:5], rtol=1e-6)
 
 
 def test_history_holds_each_step_once_and_best_is_the_best_kept_eval(trained):
@@ -56,8 +64,8 @@ def test_history_holds_each_step_once_and_best_is_the_best_kept_eval(trained):
   steps, losses = history['train']['loss']
   assert list(steps) == [3, 6, 9] and np.all(np.isfinite(losses))
   records = [json.loads(l) for l in open(os.path.join(trained, 'metrics.jsonl'))]
-  evals = {r['step']: r['accuracy'] for r in records if r['split'] == 'eval'}
-  assert dict(zip(*history['eval']['accuracy'])) == evals
+  evals = {r['step']: r['accuracy'] for r in records if r['split'] == 'val'}
+  assert dict(zip(*history['val']['accuracy'])) == evals
   kept = run.steps()
   best = max(kept, key=lambda s: (evals[s], -s))  # ties go to the earliest step
   assert analysis.load_run(trained, step='best').step == best
@@ -72,7 +80,7 @@ def test_an_ema_run_opens_with_the_averaged_parameters(tmp_path, data_dir):
   jax.tree_util.tree_map(np.testing.assert_array_equal, run.variables['params'],
                          saved['ema_params'])
   assert not np.allclose(saved['ema_params']['Dense_0']['kernel'], saved['params']['Dense_0']['kernel'])
-  assert run.evaluate()['accuracy'] == final['accuracy']
+  assert run.evaluate('test')['accuracy'] == final['last']['test']['accuracy']
 
 
 def _error(workdir, **kwargs) -> str:
@@ -138,7 +146,7 @@ def test_a_run_opens_while_training_still_writes_to_it(tmp_path, data_dir):
         time.sleep(0.2)
         continue
       opened.append(run.step)
-      assert run.evaluate()['count'] == 400
+      assert run.evaluate('test')['count'] == 400
   finally:
     _, errors = process.communicate(timeout=300)
   assert process.returncode == 0, errors[-2000:]
@@ -155,4 +163,4 @@ def test_a_resumed_run_opens_with_the_config_in_force_at_its_step(tmp_path, data
   assert analysis.load_run(workdir, step=3).config.eval_batch_size == 48
   run = analysis.load_run(workdir)
   assert run.step == 6 and run.config.eval_batch_size == 80 and run.config.num_steps == 6
-  assert run.evaluate()['accuracy'] == final['accuracy']
+  assert run.evaluate()['accuracy'] == final['last']['val']['accuracy']

@@ -214,7 +214,8 @@ def test_a_full_disk_stops_the_run_at_once_with_one_line_and_the_process_exits(t
                           cwd=REPO, capture_output=True, text=True, timeout=300)
   full, read_only = result.stdout.split('rc=')[1:3]
   errors = [l for l in result.stderr.splitlines() if l.startswith('Error: ')]
-  assert full.startswith('1') and read_only.startswith('1'), result.stderr[-3000:]
+  # A full disk fails a run (exit code 1); a read-only workdir is refused at launch (2).
+  assert full.startswith('1') and read_only.startswith('2'), result.stderr[-3000:]
   # Whichever write meets the full disk first (the save of step 200 or a log line after it).
   assert 'failed (No space left on device' in errors[0], errors
   assert 'the last complete checkpoint is step 100' in errors[0]
@@ -231,7 +232,7 @@ def test_a_changed_config_never_rewrites_the_record(tmp_path, data_dir):
                  {'extra': '--config.optim.name=adam'}):
     extra = [change['extra']] if 'extra' in change else []
     result = _run(_command(workdir, data_dir, 30, *extra, widths=change.get('widths', '(8, 16)')))
-    assert result.returncode == 1
+    assert result.returncode == 2
     lines = [l for l in result.stderr.splitlines() if l.startswith('Error: ')]
     assert len(lines) == 1 and 'Traceback' not in result.stderr, result.stderr[-2000:]
     assert 'cannot continue' in lines[0] and '--config.resume=restart' in lines[0]
@@ -261,7 +262,7 @@ def test_one_run_per_workdir_and_a_killed_run_leaves_no_stale_lock(tmp_path, dat
   try:
     wait_for_progress(workdir, first, 10)
     second = _run(_command(workdir, data_dir, 3000, '--config.optim.lr=0.01'))
-    assert second.returncode == 1
+    assert second.returncode == 2
     assert 'is in use by a running training (host' in second.stderr
     assert f'pid {first.pid})' in second.stderr
   finally:
@@ -295,7 +296,7 @@ def test_every_numeric_field_is_checked_before_any_work(field, value, message, t
 def test_a_user_error_prints_one_line_and_a_model_far_from_its_input_size_is_named(
     tmp_path, data_dir, caplog):
   result = _run(_command(str(tmp_path / 'a'), data_dir, 5, '--config.optim.lr=-1'))
-  assert result.returncode == 1 and 'Traceback' not in result.stderr
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
   assert 'Error: config.optim.lr=-1.0: expected a value > 0.' in result.stderr
   verbose = _run(_command(str(tmp_path / 'a'), data_dir, 5, '--config.optim.lr=-1',
                           '--verbosity=1'))

@@ -28,7 +28,7 @@ def _launch(tmp_path, data_dir, env, name, *extra):
       cwd=REPO, env=env,
       capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert json.load(open(workdir / 'final_metrics.json'))['count'] == 400
+  assert json.load(open(workdir / 'final_metrics.json'))['last']['test']['count'] == 400
   return int(re.search(r'Devices: (\d+) x cpu', result.stderr).group(1))
 
 

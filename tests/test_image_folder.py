@@ -124,4 +124,7 @@ def test_training_on_a_folder_from_the_command_line(folder, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   with open(os.path.join(workdir, 'final_metrics.json'), encoding='utf-8') as f:
     metrics = json.load(f)
-  assert metrics['count'] == 3 and np.isfinite(metrics['loss'])  # every validation photo once
+  # Every validation photo once (the folder's held-out share); it has no test/ folder.
+  assert metrics['splits'] == {'train': 'train', 'val': 'validation', 'test': ''}
+  assert metrics['last']['val']['count'] == 3 and np.isfinite(metrics['last']['val']['loss'])
+  assert 'test' not in metrics['last']

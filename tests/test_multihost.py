@@ -48,7 +48,8 @@ def test_two_processes_train_together_and_one_resumes(tmp_path):
   assert [p.returncode for p in processes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
   # Only process 0 reports and writes logs; the eval covers every test digit once over both hosts.
   assert 'test accuracy' in outputs[0] and 'test accuracy' not in outputs[1]
-  assert json.load(open(os.path.join(workdir, 'final_metrics.json')))['count'] == 400
+  final = json.load(open(os.path.join(workdir, 'final_metrics.json')))
+  assert final['last']['test']['count'] == 400 and final['best']['test']['count'] == 400
   assert checkpoint.manager(workdir, read_only=True).all_steps() == [3, 6]
 
   # The same workdir resumes in one process on 4 devices: another topology, same checkpoint.

@@ -26,11 +26,17 @@ def test_notebooks_are_stored_without_outputs():
 def test_every_notebook_runs_and_draws_its_figures(tmp_path):
   # A fresh home: the notebooks prepare their offline datasets there, not in the user's.
   env = dict(os.environ, HOME=str(tmp_path / 'home'))
-  out = tmp_path / 'out'
+  out, runs = tmp_path / 'out', tmp_path / 'runs'
+  # The run `./launch.sh` leaves (runs/default-<time>): notebook 02 opens the newest such run.
+  for stamp in ('20260101-000000', '20260102-000000'):
+    made = subprocess.run([os.path.join(REPO, 'launch.sh'), '--config.num_steps=4',
+                           f'--workdir={runs / f"default-{stamp}"}'], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-3000:]
   result = subprocess.run(
-      [sys.executable, os.path.join(NOTEBOOKS, 'execute.py'), f'--runs={tmp_path / "runs"}',
-       '--steps=4', f'--out={out}'], cwd=REPO, env=env, capture_output=True, text=True,
-      timeout=1500)
+      [sys.executable, os.path.join(NOTEBOOKS, 'execute.py'), f'--runs={runs}', '--steps=4',
+       f'--out={out}', f'--figures={tmp_path / "figures"}'], cwd=REPO, env=env,
+      capture_output=True, text=True, timeout=1500)
   assert result.returncode == 0, result.stderr[-4000:]
   for name, count in FIGURES.items():
     notebook = nbformat.read(out / f'{name}.ipynb', as_version=4)
@@ -40,7 +46,16 @@ def test_every_notebook_runs_and_draws_its_figures(tmp_path):
     assert len(figures) == count, (name, len(figures))
     html = (out / f'{name}.html').read_text(encoding='utf-8')
     assert html.count('src="data:image/png;base64') == count, name
-  # Each notebook trained its own run, as a newcomer's first open would.
-  # Notebook 05 converts a random torchvision network into runs/pretrained (no download here).
-  assert sorted(os.listdir(tmp_path / 'runs')) == ['digits', 'mnist1d_wavenet', 'motifs_deepbind',
-                                                   'pretrained', 'shapes_fcn']
+    # No training logs or progress bars among the outputs: a training's console is its log file.
+    text = ''.join(o.get('text', '') for o in outputs if o.output_type == 'stream')
+    assert 'steps/s' not in text and '\r' not in text and 'First step' not in text, (name, text)
+    assert (tmp_path / 'figures' / f'{name}.png').stat().st_size > 10_000, name
+  assert 'runs/default-20260102-000000 at step 4' in (out / '02_inspect_a_run.ipynb').read_text(
+      encoding='utf-8').replace(str(tmp_path) + '/', '')
+  # Each notebook trained its own run, as a newcomer's first open would, except 02, which opened
+  # the newest default run. Notebook 05 converts a random torchvision network into
+  # runs/pretrained (no download here).
+  assert sorted(os.listdir(runs)) == ['default-20260101-000000', 'default-20260102-000000',
+                                      'mnist1d_wavenet', 'motifs_deepbind', 'pretrained',
+                                      'shapes_fcn']
+  assert os.path.exists(runs / 'shapes_fcn' / 'train.log')

@@ -47,20 +47,25 @@ def final_params(workdir):
 
 def test_default_experiment_leaves_checkpoints_logs_and_counts_every_example(tmp_path, data_dir):
   workdir = str(tmp_path / 'run')
-  metrics = loop.train_and_evaluate(digits_config(data_dir), workdir)
+  final = loop.train_and_evaluate(digits_config(data_dir), workdir)
+  metrics = final['last']['test']
   assert metrics['count'] == 400  # 400 = 8 batches of 48 + 16: every test digit exactly once
   assert 0.0 <= metrics['accuracy'] <= 1.0
+  # Validation is the last tenth of train, held out of training; the test split is apart.
+  assert final['splits'] == {'train': 'train[:90%]', 'val': 'train[90%:]', 'test': 'test'}
+  assert final['last']['val']['count'] == 140 and final['best']['step'] in (3, 6)
+  assert final == json.load(open(os.path.join(workdir, 'final_metrics.json')))
   assert json.load(open(os.path.join(workdir, 'config.json')))['data']['name'] == 'digits'
   lines = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
   # TensorBoard reads the same scalars, at the same steps.
   events = event_accumulator.EventAccumulator(os.path.join(workdir, 'tensorboard'))
   events.Reload()
-  for split in ('train', 'eval'):
+  for split in ('train', 'val'):
     logged = [(l['step'], l['loss']) for l in lines if l['split'] == split]
     read = [(e.step, e.value) for e in events.Scalars(f'{split}/loss')]
     assert logged and [s for s, _ in read] == [s for s, _ in logged]
     np.testing.assert_allclose([v for _, v in read], [v for _, v in logged], rtol=1e-6)
-  assert {l['split'] for l in lines} == {'train', 'eval'}
+  assert {l['split'] for l in lines} == {'train', 'val'}
   assert {'loss', 'learning_rate', 'grad_norm', 'param_norm', 'steps_per_second',
           'examples_per_second'} <= set(lines[0])
   assert checkpoint.manager(workdir, read_only=True).all_steps() == [3, 6]
@@ -123,7 +128,8 @@ def test_restore_onto_a_different_device_count(tmp_path, data_dir, monkeypatch):
   monkeypatch.setattr(parallel, 'make_mesh', lambda: parallel.Mesh(
       np.asarray(jax.devices()[:2]), ('data',), axis_types=(parallel.AxisType.Auto,)))
   metrics = loop.train_and_evaluate(digits_config(data_dir, num_steps=6), workdir)
-  assert checkpoint.manager(workdir, read_only=True).latest_step() == 6 and metrics['count'] == 400
+  assert checkpoint.manager(workdir, read_only=True).latest_step() == 6
+  assert metrics['last']['test']['count'] == 400
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
@@ -139,8 +145,11 @@ def test_config_typo_and_bad_names_are_clear(tmp_path, data_dir):
   result = subprocess.run(
       [sys.executable, '-m', 'cnn_jax.main', f'--workdir={tmp_path}', '--config.optim.lrr=0.1'],
       cwd=REPO, capture_output=True, text=True, timeout=120)
-  assert result.returncode != 0
-  assert "Unknown config field" in result.stderr and 'lrr' in result.stderr
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
+  assert result.stderr.strip().splitlines() == [
+      'Error: Unknown config field \'lrr\' Did you mean "lr" instead of "lrr"? Configs are locked, '
+      'so a typo cannot add a field silently: check the spelling against ./launch.sh '
+      '--print_config (every field).']
   with pytest.raises(ValueError, match="config.optim.name='sgdd'"):
     loop.train_and_evaluate(digits_config(data_dir, **{'optim.name': 'sgdd'}), str(tmp_path / 'x'))
   with pytest.raises(ValueError, match="config.checkpoint.best_metric='acc'"):
@@ -161,7 +170,7 @@ def test_mnist1d_experiment_runs(tmp_path, data_dir):
   config.num_steps, config.eval_batch_size = 4, 200
   config.log_every = config.eval_every = 4
   metrics = loop.train_and_evaluate(config, str(tmp_path / 'run'))
-  assert metrics['count'] == 1000
+  assert metrics['last']['test']['count'] == 1000 and metrics['last']['val']['count'] == 400
 
 
 @pytest.mark.parametrize('experiment,overrides', [
@@ -180,4 +189,5 @@ def test_catalogue_experiments_run_on_mock_data(tmp_path, experiment, overrides,
   override(config, overrides)
   with tfds.testing.mock_data(num_examples=16):
     metrics = loop.train_and_evaluate(config, str(tmp_path / 'run'))
-  assert metrics['count'] == 16 and np.isfinite(metrics['loss'])
+  evaluated = metrics['last']['test' if 'test' in metrics['last'] else 'val']
+  assert evaluated['count'] == 16 and np.isfinite(evaluated['loss'])

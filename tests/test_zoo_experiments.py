@@ -16,7 +16,7 @@ def test_deepbind_experiment_reaches_95_percent_and_recovers_the_motif(tmp_path,
   config = override(motifs_deepbind.get_config(), {'data.data_dir': data_dir})
   workdir = str(tmp_path / 'deepbind')
   results = loop.train_and_evaluate(config, workdir)  # the shipped config, unchanged (~20 s)
-  assert results['accuracy'] >= 0.95
+  assert results['last']['test']['accuracy'] >= 0.95
   mngr = checkpoint.manager(workdir, read_only=True)
   kernel = np.asarray(mngr.restore(mngr.latest_step())['params']['motifs']['kernel'])
   correlation, _, _ = deepbind.motif_match(kernel, motifs.motif_pwm())
@@ -52,8 +52,11 @@ def test_shapes_scenes_label_every_pixel_and_are_reproducible():
 def test_segmentation_experiments_train_and_report_mean_iou(experiment, tmp_path, data_dir):
   config = override(experiment.get_config(), {
       'data.data_dir': data_dir, 'num_steps': 2, 'batch_size': 8, 'eval_batch_size': 200,
-      'data.eval_split': 'test[:300]', 'log_every': 2, 'eval_every': 2, 'checkpoint.every': 2})
-  results = loop.train_and_evaluate(config, str(tmp_path / 'run'))
+      'data.train_split': 'train[:95%]', 'data.val_split': 'train[95%:]',
+      'data.test_split': 'test[:300]', 'log_every': 2, 'eval_every': 2, 'checkpoint.every': 2})
+  final = loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert final['last']['val']['count'] == 200
+  results = final['last']['test']
   assert results['count'] == 300
   assert 0.0 < results['mean_iou'] <= 1.0 and np.isfinite(results['loss'])
   assert 'top5_accuracy' not in results

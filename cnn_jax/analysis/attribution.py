@@ -66,12 +66,13 @@ def integrated_gradients(model: nn.Module, variables: dict, x: jax.Array, target
 
 
 def smoothgrad(model: nn.Module, variables: dict, x: jax.Array, target=None, noise: float = 0.15,
-               samples: int = 32, rng: jax.Array | None = None, chunk: int = 16) -> jax.Array:
+               samples: int = 32, rng: int | jax.Array = 0, chunk: int = 16) -> jax.Array:
   """The saliency averaged over ``samples`` noisy copies of ``x`` (Smilkov et al., 2017).
 
-  The noise's standard deviation is ``noise`` times each example's value range.
+  The noise's standard deviation is ``noise`` times each example's value range; ``rng`` is an
+  int seed or a JAX key.
   """
-  rng = jax.random.key(0) if rng is None else rng
+  rng = jax.random.key(rng) if isinstance(rng, int) else rng
   score = probe.score_fn(model, variables, probe.targets(model, variables, x, target))
   spread = (x.max(axis=tuple(range(1, x.ndim)), keepdims=True)
             - x.min(axis=tuple(range(1, x.ndim)), keepdims=True))

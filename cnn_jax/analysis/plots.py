@@ -79,17 +79,24 @@ def feature_map_grid(activation: np.ndarray, columns: int = 8, limit: int = 32,
   return image_grid(maps, [f'{c}' for c in range(len(maps))], columns, title=title, save=save)
 
 
-def curves(history: dict, names: Sequence[str] | None = None, save: str | None = None):
-  """Training curves from `Run.history()`: one panel per metric, train line and eval points."""
-  train, evaluation = history.get('train', {}), history.get('eval', {})
+def curves(histories: dict, names: Sequence[str] | None = None, save: str | None = None):
+  """Training curves, one panel per metric: the train line and the val points of one
+  `Run.history()`, or of several runs to compare, given as ``{label: run.history()}`` (one colour
+  per run, named in the legend)."""
+  if {'train', 'val'} & set(histories):
+    histories = {'': histories}
   names = names or [n for n in ('loss', 'accuracy', 'mean_iou', 'learning_rate')
-                    if n in train or n in evaluation]
+                    if any(n in h.get(split, {}) for h in histories.values()
+                           for split in ('train', 'val'))]
   fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3), squeeze=False)
   for ax, name in zip(axes.flat, names):
-    if name in train:
-      ax.plot(*train[name], label='train', lw=1)
-    if name in evaluation:
-      ax.plot(*evaluation[name], 'o-', label='eval', ms=4)
+    for index, (label, history) in enumerate(histories.items()):
+      colour = f'C{index}'
+      prefix = f'{label} ' if label else ''
+      if name in history.get('train', {}):
+        ax.plot(*history['train'][name], color=colour, lw=1, alpha=0.8, label=f'{prefix}train')
+      if name in history.get('val', {}):
+        ax.plot(*history['val'][name], 'o--', color=colour, ms=4, label=f'{prefix}val')
     ax.set_xlabel('step')
     ax.set_title(name)
     ax.grid(alpha=0.3)
@@ -125,36 +132,113 @@ def _heat(attribution: np.ndarray) -> np.ndarray:
   return np.abs(attribution).max(-1) if attribution.ndim == 3 else attribution
 
 
+SCALES = ('panel', 'method', 'shared')
+
+
+def _occlusion_extent(counts: tuple, patch, stride) -> tuple:
+  """imshow's extent that puts each occlusion cell at the centre of its patch (a cell spans one
+  stride), in the pixel coordinates of an image drawn with its default extent."""
+  patch, stride = (np.broadcast_to(v, (2,)) for v in (patch, stride))
+  first = (patch - 1) / 2 - stride / 2
+  last = first + np.asarray(counts) * stride
+  return (first[1], last[1], last[0], first[0])
+
+
 def attribution_overlays(images: np.ndarray, maps: dict[str, np.ndarray],
-                         titles: Sequence[str] | None = None, save: str | None = None):
-  """One row per example: the image, then each method's map over it (side by side).
+                         titles: Sequence[str] | None = None, scale: str = 'panel',
+                         occlusion: tuple | None = None, save: str | None = None):
+  """One row per example: the image, then each method's map over it, each with its colour bar.
 
   ``maps`` holds arrays with one entry per example: attributions shaped like the images (drawn
-  as the largest magnitude over channels), or coarser maps (occlusion, Grad-CAM) stretched over
-  the image. Occlusion maps are probabilities: low (dark) is where hiding the input hurts.
+  as the largest magnitude over channels), or coarser maps: Grad-CAM is stretched over the image;
+  maps named ``occlusion...`` are probabilities (low, dark: hiding that patch hurts) drawn one
+  cell per patch at the patch's centre, given the ``occlusion=(patch, stride)`` they were made
+  with. ``scale``: 'panel' gives each panel its own colour range; 'method' one range per method
+  over the examples; 'shared' one range for every gradient-based map and one for the occlusion
+  maps (probabilities), so methods compare on one scale. Ranges are the 0.5-99.5 percentiles
+  (gradients are heavy-tailed: a few extreme pixels would leave the rest of the map black).
   """
+  if scale not in SCALES:
+    raise ValueError(f'scale={scale!r}: expected one of {SCALES}.')
   images = np.asarray(images)
+  occluded = [name for name in maps if name.startswith('occlusion')]
+  if occluded and occlusion is None:
+    raise ValueError(f'{occluded} need occlusion=(patch, stride), as given to analysis.occlusion, '
+                     'to be drawn where their patches were.')
+  heats = {name: [_heat(v) if np.ndim(v) == images.ndim - 1 else np.asarray(v, np.float32)
+                  for v in values] for name, values in maps.items()}
+
+  def limits(arrays) -> tuple[float, float]:
+    low, high = np.percentile(np.concatenate([a.ravel() for a in arrays]), [0.5, 99.5])
+    return float(low), float(max(high, low + 1e-12))
+
+  group = {name: 'occlusion' if name in occluded else 'gradient' for name in maps}
+  shared = {g: limits([h for n, hs in heats.items() if group[n] == g for h in hs])
+            for g in set(group.values())}
   fig, axes = plt.subplots(len(images), 1 + len(maps),
-                           figsize=(1.9 * (1 + len(maps)), 1.9 * len(images)), squeeze=False)
+                           figsize=(2.3 * (1 + len(maps)), 1.9 * len(images)), squeeze=False)
   height, width = images.shape[1:3]
   extent = (-0.5, width - 0.5, height - 0.5, -0.5)
   for row, image in enumerate(images):
     shown, cmap = _displayable(image)
     axes[row, 0].imshow(shown, cmap=cmap, interpolation='nearest')
     axes[row, 0].set_title(titles[row] if titles else 'input', fontsize=8)
-    for column, (name, values) in enumerate(maps.items(), start=1):
-      ax = axes[row, column]
-      heat = _heat(values[row]) if np.ndim(values[row]) == image.ndim else np.asarray(values[row])
-      # Gradients are heavy-tailed: a few extreme pixels would leave the rest of the map black.
-      low, high = np.percentile(heat, [0.5, 99.5])
+    for column, name in enumerate(maps, start=1):
+      ax, heat = axes[row, column], heats[name][row]
+      low, high = {'panel': lambda: limits([heat]), 'method': lambda: limits(heats[name]),
+                   'shared': lambda: shared[group[name]]}[scale]()
       ax.imshow(shown, cmap=cmap, interpolation='nearest')
-      ax.imshow(heat, cmap='viridis' if name.startswith('occlusion') else 'inferno', alpha=0.65,
-                extent=extent, interpolation='bilinear', vmin=low, vmax=max(high, low + 1e-12))
+      placed = (_occlusion_extent(heat.shape, *occlusion) if name in occluded else extent)
+      drawn = ax.imshow(heat, cmap='viridis' if name in occluded else 'inferno', alpha=0.65,
+                        extent=placed, vmin=low, vmax=high,
+                        interpolation='nearest' if name in occluded else 'bilinear')
+      ax.set_xlim(extent[:2])
+      ax.set_ylim(extent[2:])
+      bar = fig.colorbar(drawn, ax=ax, fraction=0.046, pad=0.03)
+      bar.ax.tick_params(labelsize=6)
       if row == 0:
         ax.set_title(name, fontsize=8)
   for ax in axes.flat:
+    ax.set_xticks([])
+    ax.set_yticks([])
+  axes[0, 0].axis('off')
+  for ax in axes[1:, 0]:
     ax.axis('off')
   return _finish(fig, save)
+
+
+def label_maps(maps: dict[str, np.ndarray], class_names: Sequence[str], images=None,
+               columns: int | None = None, size: float = 2.0, save: str | None = None):
+  """Per-pixel class maps ([N, H, W] integers: labels, predictions) side by side, one row per
+  example: one fixed colour per class in every panel, named in the legend. ``images`` ([N, H, W,
+  C]) adds each example's image as the first column."""
+  panels = ({'image': np.asarray(images)} if images is not None else {}) | {
+      k: np.asarray(v) for k, v in maps.items()}
+  count = len(next(iter(panels.values())))
+  colours = matplotlib.colormaps['tab10' if len(class_names) <= 10 else 'tab20'](
+      np.arange(len(class_names)))
+  classes = matplotlib.colors.ListedColormap(colours)
+  fig, axes = plt.subplots(count, len(panels), figsize=(size * len(panels), size * count + 0.5),
+                           squeeze=False)
+  for row in range(count):
+    for column, (name, values) in enumerate(panels.items()):
+      ax = axes[row, column]
+      if name == 'image':
+        shown, cmap = _displayable(values[row])
+        ax.imshow(shown, cmap=cmap, interpolation='nearest')
+      else:
+        ax.imshow(values[row], cmap=classes, vmin=-0.5, vmax=len(class_names) - 0.5,
+                  interpolation='nearest')
+      if row == 0:
+        ax.set_title(name, fontsize=9)
+      ax.axis('off')
+  handles = [mpatches.Patch(color=colour, label=name) for colour, name in zip(colours, class_names)]
+  fig.legend(handles=handles, loc='lower center', ncol=columns or len(class_names), fontsize=8,
+             frameon=False)
+  fig.tight_layout(rect=(0, 0.5 / (size * count + 0.5), 1, 1))
+  if save:
+    fig.savefig(save, dpi=110, bbox_inches='tight')
+  return fig
 
 
 def embedding_scatter(points: np.ndarray, labels: np.ndarray,
@@ -246,7 +330,7 @@ def mutation_map(changes: np.ndarray, sequence: np.ndarray, alphabet: str = 'ACG
   letters = sequence.argmax(-1)
   importance = np.maximum(-changes.min(-1), 0)
   fig, (top, bottom) = plt.subplots(2, 1, figsize=(min(0.16 * len(changes) + 2, 20), 3.4),
-                                    height_ratios=(1, 1.3), sharex=True)
+                                    height_ratios=(1, 1.3), sharex=True, layout='constrained')
   for position, (letter, height) in enumerate(zip(letters, importance)):
     if height > 1e-6:
       _draw_letter(top, alphabet[letter], position, 0.0, height)
@@ -259,7 +343,10 @@ def mutation_map(changes: np.ndarray, sequence: np.ndarray, alphabet: str = 'ACG
                         interpolation='nearest')
   bottom.set_yticks(range(len(alphabet)), list(alphabet))
   bottom.set_xlabel('position')
-  fig.colorbar(image, ax=bottom, orientation='horizontal', fraction=0.08, pad=0.35,
-               label='change of the target logit')
+  # Beside the map, not below it, so its label never meets the axis label.
+  fig.colorbar(image, ax=[top, bottom], location='right', fraction=0.03, pad=0.01,
+               label='change of\nthe target logit')
   top.set_xlim(-0.6, len(changes) - 0.4)
-  return _finish(fig, save)
+  if save:
+    fig.savefig(save, dpi=110, bbox_inches='tight')
+  return fig

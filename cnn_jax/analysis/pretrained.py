@@ -14,6 +14,7 @@ import numpy as np
 
 from cnn_jax.analysis.run import Applies
 from cnn_jax.data import images as images_lib
+from cnn_jax.data import pipeline
 from cnn_jax.models import pretrained, registry
 
 
@@ -42,8 +43,7 @@ class Pretrained(Applies):
     ``crop`` square taken, and the result normalised by their mean and std."""
     p = self.preprocessing
     crops = [images_lib.center_crop(image, p.crop, p.crop / p.resize, 3) for image in images]
-    x = np.stack(crops).astype(np.float32) / 255.0
-    return (x - np.asarray(p.mean, np.float32)) / np.asarray(p.std, np.float32)
+    return pipeline.normalize(np.stack(crops), p)
 
   def classes(self, logits, k: int = 5) -> np.ndarray:
     """The indices of the ``k`` highest logits per example, best first."""

@@ -10,6 +10,21 @@ import numpy as np
 from cnn_jax.analysis import probe
 
 
+def _example_shape(model: nn.Module, variables: dict, input_shape) -> tuple[int, ...]:
+  """``input_shape`` without a leading batch dimension of 1, checked against the model."""
+  shape = tuple(input_shape)
+  candidates = ([shape[1:]] if len(shape) > 2 and shape[0] == 1 else []) + [shape]
+  for candidate in candidates:
+    try:
+      jax.eval_shape(lambda x: probe.outputs(model, variables, x),
+                     jax.ShapeDtypeStruct((1, *candidate), jnp.float32))
+      return candidate
+    except Exception:  # pylint: disable=broad-except
+      continue
+  raise ValueError(f'The model does not take inputs of shape {shape}: give one example as '
+                   '[*S, C] or [1, *S, C] with the channels of its data, e.g. (28, 28, 1).')
+
+
 class EmpiricalField(NamedTuple):
   """Attributes:
     size: per spatial dimension, the extent of the input that reaches the unit.
@@ -31,10 +46,11 @@ def empirical_receptive_field(model: nn.Module, variables: dict, input_shape, la
   `cnn_jax.arithmetic` (tested).
 
   Args:
-    input_shape: one example, [*S, C].
+    input_shape: one example, [*S, C], or [1, *S, C] as `arithmetic.summarize` takes it.
     layer: a layer name (see `feature_maps`); None means the model's output.
   """
-  x = jax.random.normal(jax.random.key(seed), (samples, 1, *input_shape))
+  x = jax.random.normal(jax.random.key(seed), (samples, 1, *_example_shape(model, variables,
+                                                                          input_shape)))
 
   def centre(x1):
     out = probe.outputs(model, variables, x1) if layer is None else probe.feature_maps(

@@ -2,7 +2,7 @@
 
     run = load_run('runs/digits')               # or step='best' / an int
     logits = run.apply(images)                   # jitted, eval mode
-    run.evaluate()                               # == final_metrics.json
+    run.evaluate('test')                         # == final_metrics.json's last test figures
 
 Only what inference needs is restored (params and BatchNorm statistics, or the EMA parameters
 when the run evaluated them), read-only, onto one device by default: a run trained on any number
@@ -25,6 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from cnn_jax import models
+from cnn_jax.data import images as images_lib
 from cnn_jax.data import pipeline, sources
 from cnn_jax.train import checkpoint, loop, parallel, steps
 
@@ -97,19 +98,40 @@ class Run(Applies):
     with checkpoint.quiet():
       return checkpoint.manager(self.workdir, read_only=True).all_steps()
 
-  def _source(self, split: str | None) -> sources.Source:
-    data = self.config.data
-    return sources.for_config(data, split or data.eval_split)
+  @functools.cached_property
+  def splits(self) -> dict[str, str]:
+    """``{'train', 'val', 'test'}``: the split specs the run trained, validated and tested on
+    (``''``: no test split)."""
+    return sources.run_splits(self.config.data)
 
-  def eval_batches(self, split: str | None = None) -> Iterator[dict]:
-    """The run's evaluation pipeline (no augmentation, normalised) over ``split`` (default the
-    eval split): numpy ``{'image', 'label'}`` batches holding every example once."""
+  def _source(self, split: str) -> sources.Source:
+    spec = self.splits.get(split, split)
+    if not spec:
+      raise ValueError(f"The run in {self.workdir} has no {split} split (its splits: "
+                       f'{self.splits}); name another, or any split spec of {self.config.data.name}.')
+    return sources.for_config(self.config.data, spec)
+
+  def preprocess(self, images) -> np.ndarray:
+    """Model inputs from raw examples as the dataset stores them (uint8 pixels, or the dataset's
+    own floats; images of any size, or encoded JPEG / PNG bytes, for a dataset of variable-size
+    images): the run's evaluation crop where it has one, then its normalisation."""
+    data = self.config.data
+    shape = self._source('train').example_shape
+    if None in shape:
+      images = [images_lib.center_crop(image, data.image_size, data.crop_fraction, shape[-1])
+                for image in images]
+    return np.asarray(pipeline.normalize(np.stack([np.asarray(i) for i in images]), data))
+
+  def eval_batches(self, split: str = 'val') -> Iterator[dict]:
+    """The run's evaluation pipeline (no augmentation, normalised) over ``split`` ('train',
+    'val', 'test' as the run used them, or any split spec of its dataset): numpy
+    ``{'image', 'label'}`` batches holding every example once."""
     for batch in pipeline.eval_batches(self._source(split), self.config, self.mesh):
       batch = jax.device_get(batch)
       keep = batch['mask'] > 0
       yield {'image': batch['image'][keep], 'label': batch['label'][keep]}
 
-  def predict(self, split: str | None = None) -> dict[str, np.ndarray]:
+  def predict(self, split: str = 'val') -> dict[str, np.ndarray]:
     """``{'image', 'label', 'logits'}`` of every example of ``split``, concatenated."""
     parts = collections.defaultdict(list)
     for batch in self.eval_batches(split):
@@ -118,16 +140,16 @@ class Run(Applies):
       parts['logits'].append(np.asarray(self.apply(batch['image'])))
     return {k: np.concatenate(v) for k, v in parts.items()}
 
-  def evaluate(self, split: str | None = None) -> dict[str, float]:
-    """The training loop's own evaluation (same step, same masking): on the eval split at the
-    final step it reproduces ``final_metrics.json``."""
+  def evaluate(self, split: str = 'val') -> dict[str, float]:
+    """The training loop's own evaluation (same step, same masking): at the final step it
+    reproduces ``final_metrics.json``'s ``last`` figures of ``split`` ('val', 'test' or a spec)."""
     eval_step = steps.make_eval_step(self.model, self.config.loss, self.mesh)
     replicated = jax.device_put(self.variables, parallel.replicated(self.mesh))
     return steps.evaluate(eval_step, replicated,
                           pipeline.eval_batches(self._source(split), self.config, self.mesh))
 
   def history(self) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """``{'train' | 'eval': {name: (steps, values)}}`` from ``metrics.jsonl``, each step once
+    """``{'train' | 'val': {name: (steps, values)}}`` from ``metrics.jsonl``, each step once
     (the latest record wins where a resumed run logged a step again)."""
     records = collections.defaultdict(dict)
     path = os.path.join(self.workdir, 'metrics.jsonl')
@@ -136,7 +158,9 @@ class Run(Applies):
         for line in f:
           if line.strip():
             record = json.loads(line)
-            records[record.pop('split')][record.pop('step')] = record
+            # Runs from before the validation split logged it as 'eval'.
+            split = record.pop('split')
+            records['val' if split == 'eval' else split][record.pop('step')] = record
     history = {}
     for split, by_step in records.items():
       order = sorted(by_step)
@@ -245,37 +269,42 @@ def _load(workdir: str, step, devices) -> Run:
     raise ValueError(f'config.json of {workdir} does not build a model ({error}); restore the '
                      'config the run was trained with.') from None
   _, shaped = loop.abstract_init(model, example_shape)
-  params_field = 'ema_params' if config.ema_decay else 'params'
-  abstract = {params_field: shaped['params']}
-  if 'batch_stats' in shaped:
-    abstract['batch_stats'] = shaped['batch_stats']
+  shaped = {name: tree for name, tree in shaped.items() if name in ('params', 'batch_stats')}
+  use_ema = bool(config.ema_decay)
   item = os.path.join(checkpoint.directory(workdir), str(step), 'default')
   try:
     saved = ocp.PyTreeCheckpointer().metadata(item).item_metadata.tree
   except Exception as error:  # pylint: disable=broad-except
     raise _unreadable(workdir, step, item, error) from None
-  _check_shapes(abstract, saved, step, workdir)
+  _check_shapes({'ema_params' if use_ema and name == 'params' else name: tree
+                 for name, tree in shaped.items()}, saved, step, workdir)
   target = jax.tree_util.tree_map(
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=parallel.replicated(mesh)),
-      abstract)
+      shaped)
   try:
-    restored = checkpoint.restore_inference(mngr, step, target)
+    variables = checkpoint.restore_variables(mngr, step, target, use_ema)
   except Exception as error:  # pylint: disable=broad-except
     raise _unreadable(workdir, step, item, error) from None
-  variables = {'params': restored[params_field]}
-  if 'batch_stats' in restored:
-    variables['batch_stats'] = restored['batch_stats']
   return Run(workdir, config, model, variables, step, mesh)
 
 
 def load_or_train(workdir: str, config: str, steps: int = 0, step='latest') -> Run:
   """`load_run`, after training ``config`` (an experiment file) into ``workdir`` when it holds no
   finished run - with the command line a user would type, so a notebook never needs a prepared
-  run. ``steps`` > 0 shortens that training to ``--config.num_steps=steps``."""
+  run. ``steps`` > 0 shortens that training to ``--config.num_steps=steps``. The training's
+  console goes to ``WORKDIR/train.log``, not into the notebook; a failure raises with its end."""
   if not os.path.exists(os.path.join(workdir, 'final_metrics.json')):
     command = [sys.executable, '-m', 'cnn_jax.main', f'--config={config}', f'--workdir={workdir}']
     if steps:
       command.append(f'--config.num_steps={steps}')
-    print('Training:', ' '.join(command[1:]), flush=True)
-    subprocess.run(command, check=True)
+    os.makedirs(workdir, exist_ok=True)
+    log = os.path.join(workdir, 'train.log')
+    print(f'Training {workdir} ({config}{f", {steps} steps" if steps else ""}; log: {log}) ...',
+          flush=True)
+    with open(log, 'w', encoding='utf-8') as f:
+      code = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, check=False).returncode
+    if code:
+      with open(log, encoding='utf-8') as f:
+        tail = f.read()[-2000:]
+      raise RuntimeError(f'Training {workdir} failed (exit code {code}); the end of {log}:\n{tail}')
   return load_run(workdir, step)

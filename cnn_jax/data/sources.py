@@ -1,15 +1,20 @@
 """Random-access TFDS sources by name, read from array_record files without TensorFlow."""
 
+import contextlib
 import dataclasses
 import fcntl
 import functools
+import io
 import os
+import re
 
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from jax.experimental import multihost_utils
 
+from cnn_jax import console
 from cnn_jax.data import digits, image_folder, mnist1d, motifs, shapes
 from cnn_jax.errors import ConfigError
 
@@ -71,8 +76,9 @@ class Source:
 
 
 def prepare_command(name: str, data_dir: str) -> str:
-  return (f"pip install -e '.[prepare]' && tfds build {name} --data_dir={data_dir} "
-          '--file_format=array_record')
+  """The commands that prepare a catalogue dataset, runnable as printed from where the user is."""
+  return (f"{console.tool('pip')} install -e '{console.checkout()}[prepare]' && "
+          f"{console.tool('tfds')} build {name} --data_dir={data_dir} --file_format=array_record")
 
 
 def _prepare_once(make, lock_path: str) -> None:
@@ -82,8 +88,17 @@ def _prepare_once(make, lock_path: str) -> None:
   with open(lock_path, 'w', encoding='utf-8') as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
-      if not make().is_prepared():
-        make().download_and_prepare()
+      builder = make()
+      if not builder.is_prepared():
+        logging.info('Preparing %s in %s (once; later launches read it) ...', builder.name,
+                     builder.data_dir)
+        # One line says it; TFDS's progress bars and prints would fill a log.
+        tfds.display_progress_bar(False)
+        try:
+          with contextlib.redirect_stdout(io.StringIO()):
+            builder.download_and_prepare()
+        finally:
+          tfds.display_progress_bar(True)
     finally:
       fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -101,6 +116,44 @@ def _offline_builder(name: str, data_dir: str, folder: str | None, holdout_fract
   return None
 
 
+def _builder(name: str, data_dir: str, folder: str | None, holdout_fraction: float):
+  """``name``'s TFDS builder over ``data_dir``; our offline datasets are prepared first (once)."""
+  make = _offline_builder(name, data_dir, folder, holdout_fraction)
+  if make is None:
+    try:
+      return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as error:
+      raise ConfigError(f'Unknown dataset {name!r}: not one of our offline builders '
+                        f'{sorted([*OFFLINE_BUILDERS, "image_folder"])} nor in the TFDS '
+                        'catalogue.') from error
+  # One process prepares; the others wait (several writers would race on the same directory),
+  # then open the prepared files (a builder made before they existed would see no splits).
+  if jax.process_index() == 0 and not make().is_prepared():
+    _prepare_once(make, os.path.join(data_dir, f'.{name}.lock'))
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f'prepared {name} in {data_dir}')
+  return make()
+
+
+def _not_prepared(name: str, data_dir: str) -> FileNotFoundError:
+  return FileNotFoundError(
+      f'Dataset {name!r} is not prepared as array_record in {data_dir}. Prepare it once (needs '
+      f'TensorFlow, from the [prepare] extra): {prepare_command(name, data_dir)} - or point '
+      'config.data.data_dir at a directory where it is prepared.')
+
+
+def _check_split(builder, name: str, split: str) -> None:
+  """A split spec naming a split the prepared dataset lacks is a config mistake, not a missing
+  preparation: say which splits there are."""
+  sizes = {k: v.num_examples for k, v in builder.info.splits.items()}  # {} when unprepared
+  missing = [s for s in re.findall(r'(?:^|\+)\s*([\w-]+)', split) if s not in sizes]
+  if sizes and missing:
+    listed = ', '.join(f'{k} ({v:,} examples)' for k, v in sorted(sizes.items()))
+    raise ConfigError(f'Dataset {name!r} has no split {missing[0]!r}; its splits are {listed}. '
+                      'Name one of them (or a slice, e.g. train[:90%]) in config.data.train_split '
+                      '/ val_split / test_split.')
+
+
 def load(name: str, split: str, data_dir: str | None = None, folder: str | None = None,
          holdout_fraction: float = 0.1) -> Source:
   """Opens ``name``'s ``split`` (a TFDS split spec, e.g. 'train[:90%]') from ``data_dir``;
@@ -109,24 +162,11 @@ def load(name: str, split: str, data_dir: str | None = None, folder: str | None 
   Raises:
     FileNotFoundError: a catalogue dataset that is not prepared as array_record in ``data_dir``;
       the message holds the command that prepares it.
+    ConfigError: an unknown dataset, or a split it does not have (the message lists its splits).
   """
   data_dir = os.path.expanduser(data_dir or DEFAULT_DATA_DIR)
-  make = _offline_builder(name, data_dir, folder, holdout_fraction)
-  if make is not None:
-    # One process prepares; the others wait (several writers would race on the same directory),
-    # then open the prepared files (a builder made before they existed would see no splits).
-    if jax.process_index() == 0 and not make().is_prepared():
-      _prepare_once(make, os.path.join(data_dir, f'.{name}.lock'))
-    if jax.process_count() > 1:
-      multihost_utils.sync_global_devices(f'prepared {name} in {data_dir}')
-    builder = make()
-  else:
-    try:
-      builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as error:
-      raise ValueError(f'Unknown dataset {name!r}: not one of our offline builders '
-                       f'{sorted([*OFFLINE_BUILDERS, "image_folder"])} nor in the TFDS '
-                       'catalogue.') from error
+  builder = _builder(name, data_dir, folder, holdout_fraction)
+  _check_split(builder, name, split)
   features = builder.info.features
   image_shape = tuple(features['image'].shape)
   decoders = ({'image': tfds.decode.SkipDecoding()}
@@ -134,12 +174,8 @@ def load(name: str, split: str, data_dir: str | None = None, folder: str | None 
   try:
     records = builder.as_data_source(split=split, decoders=decoders)
   except Exception as error:  # pylint: disable=broad-except
-    # Unprepared or prepared as TFRecord (which has no random access): both need the same fix.
-    raise FileNotFoundError(
-        f'Dataset {name!r} (split {split!r}) is not prepared as array_record in {data_dir}. '
-        f'Prepare it once (needs TensorFlow, installed by the [prepare] extra):\n  '
-        f'{prepare_command(name, data_dir)}\nor point config.data.data_dir at a directory where '
-        'it is prepared.') from error
+    # Prepared as TFRecord (which has no random access): the same fix as unprepared.
+    raise _not_prepared(name, data_dir) from error
   if name == 'image_folder':
     image_shape = (None, None, builder.info.metadata['channels'])
   label = features['label']
@@ -156,3 +192,40 @@ def for_config(data, split: str) -> Source:
   """``split`` of the dataset ``config.data`` names (a run's saved config may predate the
   image-folder fields)."""
   return load(data.name, split, data.data_dir, data.get('folder'), data.get('holdout_fraction', 0.1))
+
+
+AUTO = 'auto'
+ROLES = ('train', 'val', 'test')
+
+
+def run_splits(data) -> dict[str, str]:
+  """The split specs a run trains on, validates on (each evaluation during training, and the
+  choice of the best checkpoint) and tests on once at the end (``''``: no test split).
+
+  ``config.data.val_split='auto'`` takes the dataset's own ``validation`` split, or else holds out
+  the last ``holdout_fraction`` of train (TFDS shuffles records when it prepares a dataset, so
+  the slice is a random subset, the same at every launch) and trains on the rest;
+  ``test_split='auto'`` takes ``test`` where the dataset has one. A run saved before the
+  validation split existed evaluated ``eval_split``: that is its val split, and it has no test.
+  """
+  if 'val_split' not in data:
+    return {'train': data.train_split, 'val': data.eval_split, 'test': ''}
+  data_dir = os.path.expanduser(data.data_dir or DEFAULT_DATA_DIR)
+  # Unprepared, a dataset names no splits: loading it fails next, saying how to prepare it.
+  names = set(_builder(data.name, data_dir, data.get('folder'), data.holdout_fraction).info.splits)
+  train, val, test = data.train_split, data.val_split, data.test_split
+  if val == AUTO and 'validation' in names:
+    val = 'validation'
+  elif val == AUTO:
+    if not re.fullmatch(r'[\w-]+', train):
+      raise ConfigError(f"config.data.val_split='auto' holds out the end of a whole split, but "
+                        f'config.data.train_split={train!r} is a slice: name the validation '
+                        "split too (e.g. --config.data.val_split='train[90%:]').")
+    if not 0 < data.holdout_fraction < 1:
+      raise ConfigError(f'config.data.holdout_fraction={data.holdout_fraction!r}: {data.name} has '
+                        'no validation split, so a share of train in (0, 1) validates.')
+    kept = f'{100 * (1 - data.holdout_fraction):g}%'
+    train, val = f'{train}[:{kept}]', f'{train}[{kept}:]'
+  if test == AUTO:
+    test = 'test' if 'test' in names else ''
+  return {'train': train, 'val': val, 'test': test}

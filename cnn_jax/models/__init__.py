@@ -37,8 +37,13 @@ def _build(name: str, num_classes: int, **kwargs) -> nn.Module:
   try:
     model = get_model(name, num_classes=num_classes, **kwargs)
   except TypeError as error:
-    raise ConfigError(f'Model {name!r} could not be built with num_classes={num_classes} and '
-                      f'{kwargs or "no other fields"}: {error}. A model\'s constructor takes '
+    if 'num_classes' in str(error):
+      raise ConfigError(f'Model {name!r} takes no num_classes ({error}): a run builds every model '
+                        "with its dataset's class count. Add the field `num_classes: int` and end "
+                        'the model with nn.Dense(self.num_classes) (per-pixel labels: a 1x1 '
+                        'convolution to num_classes channels).') from error
+    raise ConfigError(f'Model {name!r} could not be built with '
+                      f'{kwargs or "only num_classes"}: {error}. A model\'s constructor takes '
                       'num_classes and has a default for every other field.') from error
   if not isinstance(model, nn.Module):
     raise ConfigError(f'Model {name!r} built a {type(model).__name__}, not a flax.linen.Module.')
@@ -73,8 +78,15 @@ def _coerce(value, hint, field: str):
     origin = typing.get_origin(hint)
   if hint is float and isinstance(value, int) and not isinstance(value, bool):
     return float(value)
-  if (origin is tuple or hint is tuple) and isinstance(value, (list, tuple)):
-    return tuple(value)
+  if origin is tuple or hint is tuple:
+    items = [a for a in typing.get_args(hint) if a is not Ellipsis]
+    if not isinstance(value, (list, tuple)) or any(
+        t in (int, float, bool, str) and not isinstance(v, t) and not (t is float and
+                                                                       isinstance(v, int))
+        for v, t in zip(value, items * len(value) if len(items) == 1 else items)):
+      raise ConfigError(f'config.model.kwargs.{field}={value!r}: expected {hint}, written like '
+                        '(32, 64).')
+    return tuple(float(v) if float in items and isinstance(v, int) else v for v in value)
   if hint in (int, float, bool, str) and (not isinstance(value, hint) or
                                           (hint is int and isinstance(value, bool))):
     raise ConfigError(f'config.model.kwargs.{field}={value!r}: expected {hint.__name__}.')

@@ -156,12 +156,17 @@ def restore(workdir: str, config: ml_collections.ConfigDict, abstract_state):
   return None
 
 
-def restore_inference(mngr: ocp.CheckpointManager, step: int, abstract: dict) -> dict:
-  """Restores only ``abstract``'s fields of a saved `TrainState` (e.g. params and batch_stats),
-  onto the shardings its leaves carry; the optimiser state is never read."""
-  restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
-  return mngr.restore(step, args=ocp.args.PyTreeRestore(abstract, restore_args=restore_args,
-                                                        partial_restore=True))
+def restore_variables(mngr: ocp.CheckpointManager, step: int, abstract: dict,
+                      use_ema: bool = False) -> dict:
+  """The model variables ``{'params', 'batch_stats'?}`` saved at ``step`` (the EMA parameters as
+  'params' when ``use_ema``), onto the shardings ``abstract``'s leaves carry; the optimiser state
+  is never read."""
+  field = 'ema_params' if use_ema else 'params'
+  wanted = {field if name == 'params' else name: tree for name, tree in abstract.items()}
+  restore_args = ocp.checkpoint_utils.construct_restore_args(wanted)
+  restored = mngr.restore(step, args=ocp.args.PyTreeRestore(wanted, restore_args=restore_args,
+                                                            partial_restore=True))
+  return {'params' if name == field else name: tree for name, tree in restored.items()}
 
 
 def confirm_saved(mngr: ocp.CheckpointManager, workdir: str, step: int) -> None:

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shlex
 import time
 
 import jax
@@ -14,7 +15,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from cnn_jax import arithmetic, models
+from cnn_jax import arithmetic, console, models
 from cnn_jax.data import augment, pipeline, sources
 from cnn_jax.errors import ConfigError
 from cnn_jax.models import pretrained
@@ -25,6 +26,7 @@ from cnn_jax.train import workdir as workdir_lib
 from cnn_jax.train.losses import CLASSIFICATION_LOSSES
 from cnn_jax.train.state import TrainState
 from cnn_jax.train.writers import MetricWriter
+from experiments import base
 
 
 COMPUTE_DTYPES = ('float32', 'bfloat16', 'float16')
@@ -183,9 +185,11 @@ def check_task(config: ml_collections.ConfigDict, model, source: sources.Source,
                       'model for this dataset.')
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains ``config`` into ``workdir``, resuming from its newest intact checkpoint; returns the
-  eval metrics (empty when stopped early by SIGTERM / Ctrl-C, after saving a checkpoint).
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains ``config`` into ``workdir``, resuming from its newest intact checkpoint; returns what
+  ``final_metrics.json`` holds (the last and best checkpoints' val and test metrics, and the
+  splits; docs/training.md#splits), or {} when stopped early by SIGTERM / Ctrl-C, after saving a
+  checkpoint.
 
   Leaves ``WORKDIR/config.json`` (never rewritten; ``config.<step>.json`` per changed resume),
   ``checkpoints/`` (Orbax), ``tensorboard/``, ``metrics.jsonl`` and ``final_metrics.json``.
@@ -208,15 +212,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return _train(config, workdir)
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  launched = time.time()
   initial.set_model_fields(config)
   changed = workdir_lib.check_resume(config, workdir, bool(checkpoint.complete_steps(workdir)))
   if config.resume == 'restart':
     workdir_lib.archive(workdir)
     changed = {}
   mesh = parallel.make_mesh()
-  train_source = sources.for_config(config.data, config.data.train_split)
-  eval_source = sources.for_config(config.data, config.data.eval_split)
+  split_specs = sources.run_splits(config.data)
+  split_sources = {role: sources.for_config(config.data, spec) if spec else None
+                   for role, spec in split_specs.items()}
+  train_source, val_source = split_sources['train'], split_sources['val']
   example_shape = pipeline.source_shape(train_source, config.data)
   pipeline.plan(train_source, config.data)
 
@@ -255,7 +262,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                     'train, evaluating the restored model. Raise config.num_epochs (or '
                     'config.num_steps) to train further.', start_step, total_steps)
   workdir_lib.record(config, workdir, start_step, changed)
-  _log_start(config, workdir, model, state, example_shape, steps_per_epoch, total_steps, start_step)
+  _log_start(config, workdir, model, state, example_shape, steps_per_epoch, total_steps, start_step,
+             split_specs)
 
   train_step = steps.make_train_step(model, tx, schedule, config, mesh,
                                      optim.kernel_constraint(config.optim))
@@ -265,10 +273,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   # On CPU a queue of many steps with cross-device reductions can abort XLA; wait often there.
   sync_every = 4 if jax.default_backend() == 'cpu' else config.log_every
 
+  def evaluate_on(variables, source) -> dict[str, float]:
+    return steps.evaluate(eval_step, variables, pipeline.eval_batches(source, config, mesh))
+
   def run_eval(state) -> dict[str, float]:
-    results = steps.evaluate(eval_step, state.variables(use_ema=bool(config.ema_decay)),
-                             pipeline.eval_batches(eval_source, config, mesh))
-    writer.write(int(state.step), results, 'eval')
+    step = int(state.step)
+    results = evaluate_on(state.variables(use_ema=bool(config.ema_decay)), val_source)
+    writer.write(step, results, 'val')
+    best = writer.best('val', checkpoint.ranking(config.checkpoint.best_metric or 'accuracy',
+                                                 config.checkpoint.best_mode))
+    writer.line(f'step {step}/{total_steps}: val ' + _metrics_text(results)
+                + ('  (best so far)' if best == step else f'  (best: step {best})'))
     return results
 
   def diverged(what: str, step: int) -> FloatingPointError:
@@ -350,8 +365,38 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   finally:
     batches.close()
     checkpoint.close(mngr)
-  _report(config, workdir, eval_metrics)
-  return eval_metrics
+  final = _test_at_end(config, workdir, state, writer, evaluate_on, split_sources['test'],
+                       eval_metrics, max(total_steps, start_step))
+  final = {'splits': split_specs, **final}
+  _report(workdir, final, split_sources, time.time() - launched, max(total_steps - start_step, 0),
+          config.checkpoint.best_metric or 'accuracy')
+  return final
+
+
+def _test_at_end(config, workdir: str, state: TrainState, writer: MetricWriter, evaluate_on,
+                 test_source: sources.Source | None, val_metrics: dict, last_step: int) -> dict:
+  """The last and the best checkpoint's val figures, and their test figures: the test split is
+  evaluated here only, once on each."""
+  last = {'step': last_step, 'val': val_metrics}
+  final = {'last': last}
+  use_ema = bool(config.ema_decay)
+  if config.checkpoint.best_metric:
+    with checkpoint.quiet():
+      saved = checkpoint.manager(workdir, config, read_only=True)
+    best_step = saved.best_step()
+    if best_step is not None:
+      final['best'] = {'step': best_step, 'val': writer.records['val'].get(best_step, {})}
+      final['best_by'] = f'val {config.checkpoint.best_metric} ({config.checkpoint.best_mode})'
+  if test_source is not None:
+    variables = state.variables(use_ema)
+    last['test'] = evaluate_on(variables, test_source)
+    if 'best' in final:
+      best = final['best']
+      like = jax.tree_util.tree_map(
+          lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), variables)
+      best['test'] = last['test'] if best['step'] == last['step'] else evaluate_on(
+          checkpoint.restore_variables(saved, best['step'], like, use_ema), test_source)
+  return final
 
 
 def _layers_and_trainable(config, model, example_shape) -> tuple[list[str], str]:
@@ -364,7 +409,8 @@ def _layers_and_trainable(config, model, example_shape) -> tuple[list[str], str]
 
 
 def _log_start(config, workdir: str, model, state: TrainState, example_shape: tuple,
-               steps_per_epoch: int, total_steps: int, start_step: int) -> None:
+               steps_per_epoch: int, total_steps: int, start_step: int,
+               split_specs: dict[str, str]) -> None:
   """What a run is about to do, in a few lines: a log read later says what ran where."""
   devices = jax.devices()
   params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
@@ -379,20 +425,42 @@ def _log_start(config, workdir: str, model, state: TrainState, example_shape: tu
       config.compute_dtype, config.conv_impl, optim.peak_lr(config.optim, config.batch_size))
   logging.info('Model %s: %s parameters, %s multiply-adds per %s example.', config.model.name,
                f'{params:,}', f'{macs:,}', 'x'.join(map(str, example_shape)))
-  logging.info('Data %s: %d steps per epoch, %d steps in all; workdir %s, %s.', config.data.name,
-               steps_per_epoch, total_steps, os.path.abspath(workdir),
+  logging.info('Data %s: train %s, val %s, test %s; %d steps per epoch, %d steps in all; workdir '
+               '%s, %s.', config.data.name, *(split_specs[r] or 'none' for r in sources.ROLES),
+               steps_per_epoch, total_steps, console.shown(workdir),
                f'resumed at step {start_step}' if start_step else 'fresh start')
-  logging.info('Config: %s', config.to_json_best_effort(sort_keys=True))
+  changed = workdir_lib.differences(base.get_config().to_dict(), config.to_dict())
+  flags = [f'  {workdir_lib.as_flag(field, value)}' for field, (_, value) in changed.items()]
+  logging.info('Config: every field in %s; set differently from experiments/base.py:\n%s',
+               console.shown(os.path.join(workdir, 'config.json')), '\n'.join(flags))
 
 
-def _report(config, workdir: str, metrics: dict[str, float]) -> None:
+def _metrics_text(metrics: dict[str, float]) -> str:
+  return '  '.join(f'{name} {value:.4f}' for name, value in metrics.items() if name != 'count')
+
+
+def _report(workdir: str, final: dict, split_sources: dict, seconds: float, trained: int,
+            metric: str) -> None:
+  """The end of a run on the console: how long it took, the figures by checkpoint and split,
+  where everything is, and the TensorBoard command; ``final_metrics.json`` holds every metric."""
   if jax.process_index() != 0:
     return
-  split = config.data.eval_split
-  lines = [f'{split} {name} {value:.4f}' for name, value in metrics.items() if name != 'count']
-  lines.append(f'({int(metrics["count"])} {split} examples)')
-  lines.append(f'checkpoints: {checkpoint.directory(workdir)}')
-  lines.append(f'view the curves: tensorboard --logdir {os.path.join(os.path.abspath(workdir), "tensorboard")}')
-  print('\n'.join(lines), flush=True)
   with open(os.path.join(workdir, 'final_metrics.json'), 'w', encoding='utf-8') as f:
-    json.dump(metrics, f, indent=2)
+    json.dump(final, f, indent=2)
+  roles = [role for role in ('val', 'test') if role in final['last']]
+  headers = [f'{role} {metric}' for role in roles]
+  lines = [f'Finished in {seconds:.0f} s ({trained} steps trained in this launch).',
+           ' ' * 18 + ''.join(f'{h:>{len(h) + 2}}' for h in headers)]
+  for name in ('best', 'last'):
+    if name in final:
+      figures = [final[name][role].get(metric) for role in roles]
+      lines.append(f'{name} (step {final[name]["step"]})'.ljust(18) + ''.join(
+          f'{"-" if v is None else f"{v:.4f}":>{len(h) + 2}}' for v, h in zip(figures, headers)))
+  described = [f'{role}: {final["splits"][role]} ({len(split_sources[role]):,} examples)'
+               for role in sources.ROLES if split_sources[role] is not None]
+  lines.append('; '.join(described) + (f'; best by {final["best_by"]}' if 'best' in final else ''))
+  lines.append(f'every metric: {console.shown(os.path.join(workdir, "final_metrics.json"))}; '
+               f'checkpoints: {console.shown(checkpoint.directory(workdir))}')
+  tensorboard = shlex.quote(console.shown(os.path.join(workdir, 'tensorboard')))
+  lines.append(f'curves: {console.tool("tensorboard")} --logdir {tensorboard}')
+  print('\n'.join(lines), flush=True)

@@ -25,7 +25,7 @@ RESUME_MODES = ('auto', 'restart')
 # Fields whose change makes the checkpoints unusable or the resumed data stream a different one.
 STATE_FIELDS = ('model.', 'optim.name', 'optim.momentum', 'optim.nesterov', 'optim.clip_norm',
                 'optim.weight_decay', 'batch_size', 'seed', 'data.name', 'data.train_split',
-                'loss')
+                'data.val_split', 'data.holdout_fraction', 'loss')
 RUN_FILES = ('checkpoints', 'tensorboard', 'metrics.jsonl', 'final_metrics.json')
 
 
@@ -38,6 +38,11 @@ def flatten(tree: dict, prefix: str = '') -> dict:
     else:
       flat[f'{prefix}{key}'] = list(value) if isinstance(value, tuple) else value
   return flat
+
+
+def as_flag(field: str, value) -> str:
+  """The command-line flag that sets ``field`` to ``value`` (JSON's lists as the tuples they were)."""
+  return f'--config.{field}={tuple(value) if isinstance(value, list) else value!r}'
 
 
 def _as_dict(config: ml_collections.ConfigDict) -> dict:
@@ -116,8 +121,10 @@ def claim(workdir: str):
   """Holds ``WORKDIR/lock`` (process 0) while a run writes there: a second run is refused.
 
   The lock is an OS file lock, released when its process ends however it ends, so a killed
-  run never leaves a stale lock; the file names the holder for the error message.
+  run never leaves a stale lock; the file names the holder for the error message. A workdir this
+  claim made is removed again when the run wrote nothing into it (a mistake found early).
   """
+  created = not os.path.exists(workdir)
   os.makedirs(workdir, exist_ok=True)
   for folder in (workdir, os.path.join(workdir, 'checkpoints')):
     if os.path.exists(folder) and not os.access(folder, os.W_OK):
@@ -144,3 +151,5 @@ def claim(workdir: str):
   finally:
     fcntl.flock(handle, fcntl.LOCK_UN)
     handle.close()
+    if created and os.listdir(workdir) == ['lock']:
+      shutil.rmtree(workdir)

@@ -1,5 +1,6 @@
 """Metric logs: TensorBoard events, a JSON-lines file, and progress lines."""
 
+import collections
 import json
 import os
 import sys
@@ -13,9 +14,10 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 
-def _keep_until(path: str, step: int) -> None:
+def _keep_until(path: str, step: int) -> list[dict]:
+  """Drops the records after ``step``; returns those kept."""
   if not os.path.exists(path):
-    return
+    return []
   with open(path, encoding='utf-8') as f:
     lines = f.readlines()
   # A line cut off by a kill is dropped too.
@@ -24,6 +26,7 @@ def _keep_until(path: str, step: int) -> None:
     with open(path + '.tmp', 'w', encoding='utf-8') as f:
       f.writelines(kept)
     os.replace(path + '.tmp', path)
+  return [json.loads(l) for l in kept]
 
 
 class MetricWriter:
@@ -36,13 +39,17 @@ class MetricWriter:
     self.total_steps = total_steps
     self.start_time, self.start_step = time.time(), None
     self.tty = sys.stdout.isatty()
+    # {split: {step: scalars}}, this run's whole log (a resumed run's earlier records too).
+    self.records = collections.defaultdict(dict)
     if self.enabled:
       self.tensorboard = EventFileWriter(os.path.join(workdir, 'tensorboard'))
       path = os.path.join(workdir, 'metrics.jsonl')
-      _keep_until(path, resume_step)
+      for record in _keep_until(path, resume_step):
+        self.records[record.pop('split')][record.pop('step')] = record
       self.jsonl = open(path, 'a', encoding='utf-8')
 
   def write(self, step: int, scalars: dict[str, float], prefix: str) -> None:
+    self.records[prefix][step] = scalars
     if not self.enabled:
       return
     summary = summary_pb2.Summary(value=[
@@ -52,6 +59,20 @@ class MetricWriter:
     self.jsonl.write(json.dumps({'step': step, 'split': prefix, **scalars}) + '\n')
     self.jsonl.flush()
     self.tensorboard.flush()
+
+  def best(self, split: str, key) -> int:
+    """The step of ``split``'s records with the highest ``key(scalars)`` (`checkpoint.ranking`)."""
+    by_step = self.records[split]
+    return max(by_step, key=lambda step: key({**by_step[step], 'step': step}))
+
+  def line(self, text: str) -> None:
+    """A line that stays (an evaluation), after the progress line on a terminal."""
+    if not self.enabled:
+      return
+    if self.tty:
+      print('\r\033[K' + text, flush=True)
+    else:
+      logging.info(text)
 
   def progress(self, step: int, scalars: dict[str, float]) -> None:
     """A progress line with the ETA: rewritten in place on a terminal, logged otherwise."""
