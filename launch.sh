@@ -7,6 +7,7 @@
 #                                flag adds JAX's CUDA 12 / CUDA 13 / TPU packages, and later
 #                                commands keep them (CNN_JAX_ACCELERATOR=gpu|cuda13|tpu does the same)
 #   ./launch.sh models [NAME]    the registered models, or one model's fields and native input
+#   ./launch.sh models --table [docs/models.md]   the zoo table (printed, or rewritten in the file)
 #   ./launch.sh --print_config [--config=...]   the resolved config, one flag per field
 #   ./launch.sh notebooks [ARGS] execute notebooks/*.ipynb into runs/notebooks/ (.ipynb + .html)
 #   ./launch.sh bench [ARGS]     set up with the [bench] extra, then run benchmarks/run.py

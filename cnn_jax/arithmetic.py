@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jex_core
 
+from cnn_jax import conv_form
+
 Padding = Union[str, int, Sequence[Union[int, tuple[int, int]]]]
 PADDING_MODES = ('VALID', 'SAME', 'HALF', 'FULL', 'CAUSAL')
 
@@ -509,8 +511,7 @@ def _trace(model, input_shape: Sequence[int], dtype: Any, call_kwargs: dict):
       return model.apply(variables, x, rngs=rngs(), mutable=mutable, **call_kwargs)
 
   # Native convolutions: the trace shows the maths (kernels, strides), not the form computing it.
-  from cnn_jax.layers.convolve import use  # pylint: disable=g-import-not-at-top (layers use us)
-  with use('xla'):
+  with conv_form.use('xla'):
     closed = jax.make_jaxpr(forward)(variables, x)
   tracer = _Tracer(len(input_shape) - 2)
   tracer.fields[closed.jaxpr.invars[-1]] = Field.identity(len(input_shape) - 2)

@@ -5,12 +5,12 @@ XLA's own CPU convolutions (all but the forward 2-D ones it hands to YNNPACK) us
 device, so a single device leaves the other cores idle; one device per core, with the batch
 sharded over them, uses them all (the loop already runs data-parallel). YNNPACK's kernels and the
 matrix-product forms of `cnn_jax.layers.convolve` are multi-threaded within a device as well;
-a device per core is still ahead with them (ResNet-18 35.4 against 29.1 images/s).
+a device per core is still ahead with them (docs/performance.md).
 Compiled programs are kept on disk, so a second launch of the same experiment skips its compiles.
 XLA's CPU client allocates a step's buffers afresh at every step, and glibc serves each large one
-from new pages that the kernel must fault in and zero: on ResNet-18 at batch 128 that is 700,000
-page faults and 2.3 s of system time in a 5 s step. Keeping freed memory in the process for the
-next step removes them.
+from new pages that the kernel must fault in and zero: hundreds of thousands of page faults a
+step on ResNet-18, a large share of its time in the kernel (docs/performance.md). Keeping freed
+memory in the process for the next step removes them.
 """
 
 import ctypes
@@ -19,6 +19,9 @@ import sys
 
 DEVICE_COUNT_FLAG = '--xla_force_host_platform_device_count'
 
+
+# Compiles shorter than this are not written to the compilation cache (see `configure`).
+CACHE_MIN_COMPILE_SECONDS = '0.1'
 
 def cache_directory() -> str:
   """``$XDG_CACHE_HOME/cnn_jax/jax`` (``~/.cache/cnn_jax/jax``)."""
@@ -68,10 +71,10 @@ def configure(config) -> None:
   xla_flags = os.environ.get('XLA_FLAGS', '')
   if DEVICE_COUNT_FLAG not in xla_flags:  # read when the CPU backend starts, not at import
     os.environ['XLA_FLAGS'] = f'{xla_flags} {DEVICE_COUNT_FLAG}={launch_devices(config)}'.strip()
-  # Programs compiled in under 0.1 s recompile about as fast as they load; everything else is
-  # kept, the eval step's 0.3 s compile too (a warm one-step `default` launch: 3.5 -> 3.3 s).
+  # Programs that compile faster than this recompile about as fast as they load from disk;
+  # everything else is kept, the eval step's compile too.
   cache = {'JAX_COMPILATION_CACHE_DIR': cache_directory(),
-           'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0.1'}
+           'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': CACHE_MIN_COMPILE_SECONDS}
   for name, value in cache.items():
     os.environ.setdefault(name, value)
   if 'jax' in sys.modules:  # a config file imported it: its options were read from the env already

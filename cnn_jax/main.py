@@ -169,9 +169,9 @@ def main(argv) -> None:
     _fail(f'--workdir took {_WORKDIR.value!r} as its value: write --workdir=DIR.')
   config = _CONFIG.value
   host.configure(config)  # before JAX starts
-  # The imports leave about 280k objects that live as long as the process. Each full collection
-  # walked them all (0.02-0.13 s, 0.14 s in all before the first step and as much in a trace
-  # after it); frozen, collections leave them out.
+  # The imports leave hundreds of thousands of objects that live as long as the process, and
+  # each full collection would walk them all, before the first step and in every trace after;
+  # frozen, collections leave them out.
   gc.disable()
   # pylint: disable-next=g-import-not-at-top
   from cnn_jax.train import checkpoint, loop, workdir as workdir_lib

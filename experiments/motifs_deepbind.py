@@ -25,7 +25,7 @@ def get_config():
   config.eval_every = 500
   config.checkpoint.every = 500
   # Batches of short sequences gathered from memory are cheaper to make in the training thread
-  # than to hand over from grain's threads (measured: 2x the pipeline's rate).
+  # than to hand over from grain's threads.
   config.data.num_threads = 0
   # A batch's transfer to the devices costs as much as making it: 8 go in one.
   config.data.batches_per_transfer = 8

@@ -1,4 +1,5 @@
-"""The worked numeric examples of the lecture notes (../shared/seeds/), reproduced with our layers.
+"""The worked numeric examples of the lecture notes the project is specified by (kept outside this
+repository), reproduced with our layers.
 
 Where a slide's printed number disagrees with the definition, the definition wins and the test
 names the number the slide got wrong.

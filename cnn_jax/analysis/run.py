@@ -24,41 +24,10 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from cnn_jax import models
 from cnn_jax.data import images as images_lib
 from cnn_jax.data import pipeline, sources
 from cnn_jax.train import checkpoint, loop, parallel, steps
-
-
-def _tuples(value):
-  """JSON turns tuples into lists; model fields and configs expect the tuples back."""
-  if isinstance(value, dict):
-    return {k: _tuples(v) for k, v in value.items()}
-  if isinstance(value, list):
-    return tuple(_tuples(v) for v in value)
-  return value
-
-
-def read_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:
-  """The config that produced checkpoint ``step``: ``config.json`` (the start), or the newest
-  ``config.<s>.json`` with ``s < step`` (a resume at ``s`` with allowed changes trains on from
-  there)."""
-  path = os.path.join(workdir, 'config.json')
-  if step is not None and os.path.isdir(workdir):
-    resumed = [int(n.split('.')[1]) for n in os.listdir(workdir)
-               if n.startswith('config.') and n.split('.')[1].isdigit() and n.endswith('.json')]
-    resumed = [s for s in resumed if s < step]
-    if resumed:
-      path = os.path.join(workdir, f'config.{max(resumed)}.json')
-  if not os.path.isdir(workdir):
-    raise FileNotFoundError(f'No run at {workdir}: the directory does not exist; pass the '
-                            '--workdir of a training run.')
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'{workdir} is not a run directory: it has no config.json (found: '
-                            f'{sorted(os.listdir(workdir)) or "nothing"}); pass the --workdir of a '
-                            'training run.')
-  with open(path, encoding='utf-8') as f:
-    return ml_collections.ConfigDict(_tuples(json.load(f)))
+from cnn_jax.train.workdir import read_config
 
 
 class Applies:
@@ -81,7 +50,8 @@ class Run(Applies):
   Attributes:
     workdir: the run directory.
     config: its config (``config.json``).
-    model: the model in eval form (no per-device BatchNorm axis).
+    model: the model as the run built it (`loop.build_model`: its compute dtype; no per-device
+      BatchNorm axis).
     variables: ``{'params', 'batch_stats'?}`` at ``step``.
     step: the checkpoint's step.
     mesh: the devices evaluation runs on.
@@ -171,33 +141,6 @@ class Run(Applies):
     return history
 
 
-def _pick_step(mngr: ocp.CheckpointManager, step, workdir: str, config) -> int:
-  available = mngr.all_steps()
-  if not available:
-    partial = checkpoint.unfinished(workdir)
-    found = (f'only unfinished saves {partial} (a save interrupted before it completed)'
-             if partial else 'no checkpoint yet')
-    raise FileNotFoundError(
-        f'{checkpoint.directory(workdir)} holds {found}; a run writes its first checkpoint at '
-        f'step {config.checkpoint.every} (config.checkpoint.every): wait for it, or resume '
-        f'training with --workdir={workdir}.')
-  if step == 'latest':
-    return available[-1]
-  if step == 'best':
-    if not config.checkpoint.best_metric:
-      raise ValueError(f"step='best' needs a run with config.checkpoint.best_metric; {workdir} "
-                       f"ranks none. Use step='latest' or one of {available}.")
-    best = mngr.best_step()
-    if best is None:
-      raise ValueError(f"No checkpoint of {workdir} has saved eval metrics to rank; use "
-                       f"step='latest' or one of {available}.")
-    return best
-  if step not in available:
-    raise ValueError(f'{workdir} has no checkpoint at step {step!r}; its checkpoints are '
-                     f"{available} (or use step='latest' / 'best').")
-  return int(step)
-
-
 def _check_shapes(abstract: dict, saved, step: int, workdir: str) -> None:
   """The config must rebuild exactly the checkpointed parameters, else say which differ."""
   def shapes(tree):
@@ -257,14 +200,13 @@ def _unreadable(workdir: str, step: int, item: str, error: Exception) -> Excepti
 def _load(workdir: str, step, devices) -> Run:
   config = read_config(workdir)
   mngr = checkpoint.manager(workdir, config, read_only=True)
-  step = _pick_step(mngr, step, workdir, config)
+  step = checkpoint.pick_step(mngr, step, workdir, config)
   config = read_config(workdir, step)
   mesh = parallel.make_mesh(devices or jax.devices()[:1])
   train = sources.for_config(config.data, config.data.train_split)
   example_shape = pipeline.source_shape(train, config.data)
   try:
-    model = models.get_model(config.model.name, num_classes=train.num_classes,
-                             **dict(config.model.kwargs))
+    model = loop.build_model(config, train.num_classes)
   except (TypeError, ValueError) as error:
     raise ValueError(f'config.json of {workdir} does not build a model ({error}); restore the '
                      'config the run was trained with.') from None

@@ -1,6 +1,10 @@
 """Datasets: TFDS sources (no TensorFlow at run time), offline builders, grain input pipelines.
 
-The augmentation modules are imported here: each registers its augmentations by name.
+The builder and augmentation modules are imported here: each registers its datasets or its
+augmentations by name (docs/extending.md).
 """
 
-from cnn_jax.data import augment, autoaugment, mixing  # noqa: F401  pylint: disable=unused-import
+# pylint: disable-next=unused-import
+from cnn_jax.data import (augment, autoaugment, digits, image_folder, mixing, mnist1d,  # noqa: F401
+                          motifs, shapes)
+from cnn_jax.data.registry import register_dataset

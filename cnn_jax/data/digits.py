@@ -3,11 +3,14 @@
 import numpy as np
 import tensorflow_datasets as tfds
 
+from cnn_jax.data.registry import register_dataset
+
 # A fixed split: the first 1,397 digits train, the last 400 test (the writers of the two parts
 # overlap, as in sklearn's ordering; the split never changes between runs).
 TRAIN_SIZE = 1397
 
 
+@register_dataset('digits')
 class Digits(tfds.core.GeneratorBasedBuilder):
   """8x8 grayscale digits 0-9, pixel values 0-16 rescaled to 0-255 (uint8)."""
 

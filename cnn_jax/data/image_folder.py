@@ -19,6 +19,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image
 
+from cnn_jax.data.registry import register_dataset
 from cnn_jax.errors import ConfigError
 
 EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
@@ -85,6 +86,7 @@ def _readable(path: str) -> tuple[bytes, bool] | None:
   return data, mode not in _GRAY_MODES
 
 
+@register_dataset('image_folder', options=('folder', 'holdout_fraction'))
 class ImageFolder(tfds.core.GeneratorBasedBuilder):
   """Images in class subfolders; one builder config per folder and content."""
 
@@ -93,6 +95,9 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
 
   def __init__(self, *, folder: str, holdout_fraction: float = 0.1, config=None, **kwargs):
     del config  # made from the folder (an unpickled builder passes its own back)
+    if not folder:
+      raise ConfigError('config.data.name=image_folder needs the images: add '
+                        '--config.data.folder=DIR (DIR/train/CLASS/*.jpg).')
     self.folder = os.path.abspath(os.path.expanduser(folder))
     self.splits = _layout(self.folder)
     self.classes = list(_files(self.splits['train']))

@@ -8,9 +8,12 @@ GRU 91%, human 96%.
 import numpy as np
 import tensorflow_datasets as tfds
 
+from cnn_jax.data.registry import register_dataset
+
 LENGTH = 40
 
 
+@register_dataset('mnist1d')
 class Mnist1d(tfds.core.GeneratorBasedBuilder):
   """[40, 1] float32 sequences, 10 classes."""
 

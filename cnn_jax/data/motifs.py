@@ -11,6 +11,8 @@ Sequences are one-hot [LENGTH, 4] over A, C, G, T.
 import numpy as np
 import tensorflow_datasets as tfds
 
+from cnn_jax.data.registry import register_dataset
+
 LENGTH = 101
 MOTIF_LENGTH = 12
 BASES = 'ACGT'
@@ -40,6 +42,7 @@ def generate(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
   return np.eye(4, dtype=np.float32)[bases], labels
 
 
+@register_dataset('motifs')
 class Motifs(tfds.core.GeneratorBasedBuilder):
   """[101, 4] float32 one-hot DNA, 2 classes (0: decoy only, 1: motif planted)."""
 

@@ -9,6 +9,8 @@ of two random colour gratings plus noise. The label gives every pixel's class: 0
 import numpy as np
 import tensorflow_datasets as tfds
 
+from cnn_jax.data.registry import register_dataset
+
 SIZE = 64
 CLASSES = ('background', 'circle', 'square', 'triangle')
 SPLITS = {'train': (4000, 0), 'test': (1000, 1)}  # examples, seed
@@ -53,6 +55,7 @@ def render(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
   return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8), label
 
 
+@register_dataset('shapes')
 class Shapes(tfds.core.GeneratorBasedBuilder):
   """64x64x3 uint8 scenes with [64, 64] per-pixel labels in 0..3."""
 

@@ -15,12 +15,9 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from cnn_jax import console
-from cnn_jax.data import digits, image_folder, mnist1d, motifs, shapes
+from cnn_jax.data import registry
 from cnn_jax.errors import ConfigError
 
-# Our own builders, prepared on first use (seconds, no download).
-OFFLINE_BUILDERS = {'digits': digits.Digits, 'mnist1d': mnist1d.Mnist1d, 'motifs': motifs.Motifs,
-                    'shapes': shapes.Shapes}
 DEFAULT_DATA_DIR = os.path.join('~', 'tensorflow_datasets')
 # Variable-size images are read as their files' bytes: the pipeline decodes only what it crops.
 # (tfds.testing.mock_data cannot make such bytes without TensorFlow: tests under it turn it off.)
@@ -103,29 +100,16 @@ def _prepare_once(make, lock_path: str) -> None:
       fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _offline_builder(name: str, data_dir: str, folder: str | None, holdout_fraction: float):
-  """A function making ``name``'s builder, if it is one of ours (prepared here); else None."""
-  if name == 'image_folder':
-    if not folder:
-      raise ConfigError('config.data.name=image_folder needs the images: add '
-                        '--config.data.folder=DIR (DIR/train/CLASS/*.jpg).')
-    return lambda: image_folder.ImageFolder(folder=folder, holdout_fraction=holdout_fraction,
-                                            data_dir=data_dir, file_format='array_record')
-  if name in OFFLINE_BUILDERS:
-    return lambda: OFFLINE_BUILDERS[name](data_dir=data_dir, file_format='array_record')
-  return None
-
-
 def _builder(name: str, data_dir: str, folder: str | None, holdout_fraction: float):
-  """``name``'s TFDS builder over ``data_dir``; our offline datasets are prepared first (once)."""
-  make = _offline_builder(name, data_dir, folder, holdout_fraction)
+  """``name``'s TFDS builder over ``data_dir``; a registered dataset is prepared first (once)."""
+  make = registry.maker(name)
   if make is None:
     try:
       return tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as error:
-      raise ConfigError(f'Unknown dataset {name!r}: not one of our offline builders '
-                        f'{sorted([*OFFLINE_BUILDERS, "image_folder"])} nor in the TFDS '
-                        'catalogue.') from error
+      raise ConfigError(f'Unknown dataset {name!r}: not one of ours {registry.names()} (register '
+                        'yours: docs/extending.md) nor in the TFDS catalogue.') from error
+  make = functools.partial(make, data_dir, folder=folder, holdout_fraction=holdout_fraction)
   # One process prepares; the others wait (several writers would race on the same directory),
   # then open the prepared files (a builder made before they existed would see no splits).
   if jax.process_index() == 0 and not make().is_prepared():

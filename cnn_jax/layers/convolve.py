@@ -33,8 +33,6 @@ uses ``config.conv_impl``). It is read when a function is traced: a function jit
 keeps it.
 """
 
-import contextlib
-import contextvars
 import functools
 import itertools
 import math
@@ -45,47 +43,32 @@ import jax.numpy as jnp
 from jax import lax
 
 from cnn_jax import arithmetic
+# The form in force is `cnn_jax.conv_form`'s; these names are this module's too (convolve.use).
+from cnn_jax.conv_form import IMPLS, resolve, use  # noqa: F401  pylint: disable=unused-import
 from cnn_jax.layers import taps
 
-IMPLS = ('auto', 'xla', 'matmul', 'mixed')
-# Bytes of copies per chunk of the kernel gradient's product, for caches of 1 MiB per core (L2)
-# and 32 MiB shared (L3): 1.7-2.1x faster than all at once on ResNet-18's 32x32 and 16x16
-# layers; 3 MiB up to 10% faster than 6 or 12 MiB, 24 MiB 1.4x slower.
+# Bytes of copies per chunk of the kernel gradient's product: a chunk's copies stay in the CPU's
+# caches (a few per-core L2s' worth, well under the shared L3), where all at once would be written
+# to memory and read back (docs/performance.md, "CPU").
 _CHUNK_BYTES = 3 * 2**20
-_default = contextvars.ContextVar('conv_impl', default='auto')
-
-
-@contextlib.contextmanager
-def use(impl: str) -> Iterator[None]:
-  """Makes ``impl`` the form of every `convolve` traced inside the block (per-call ones win)."""
-  _check(impl)
-  token = _default.set(impl)
-  try:
-    yield
-  finally:
-    _default.reset(token)
-
-
-def _check(impl: str) -> None:
-  if impl not in IMPLS:
-    raise ValueError(f'conv_impl={impl!r}: expected one of {IMPLS}.')
-
-
+# Shares of a window's products that meet inputs rather than padding, under which the tap by tap
+# forms win: the forward pass by tap products (`_direct`, against YNNPACK's direct kernels, which
+# multiply the padding's zeros too) and the kernel gradient by taps (`_tap_gradient`, against the
+# patches, largely padding on small maps).
+DIRECT_MET = 0.95
+TAP_GRADIENT_MET = 0.8
+# The tap products' cost grows as the channels shrink (each product's depth): `_met` weighs the
+# share by 1 + FEW_CHANNELS / C.
+FEW_CHANNELS = 32
+# YNNPACK's direct kernels take XLA's 2-D float32 convolutions wider than this (channels in or
+# out); narrower ones XLA runs on one core itself, slower than the patches' product.
+DIRECT_MIN_CHANNELS = 16
 def _dimension_numbers(rank: int) -> lax.ConvDimensionNumbers:
   # Channels last for any spatial rank: input/output [N, *spatial, C], kernel [*spatial, in, out].
   spatial = tuple(range(1, rank + 1))
   return lax.ConvDimensionNumbers(lhs_spec=(0, rank + 1) + spatial,
                                   rhs_spec=(rank + 1, rank) + tuple(range(rank)),
                                   out_spec=(0, rank + 1) + spatial)
-
-
-def resolve(impl: str | None = None, platform: str | None = None) -> str:
-  """``impl`` (default: the one in `use`), 'auto' made the platform's form."""
-  impl = impl or _default.get()
-  _check(impl)
-  if impl == 'auto':
-    return 'mixed' if (platform or jax.default_backend()) == 'cpu' else 'xla'
-  return impl
 
 
 def form(impl: str | None, kernel_shape: Sequence[int], feature_group_count: int = 1,
@@ -104,7 +87,8 @@ def form(impl: str | None, kernel_shape: Sequence[int], feature_group_count: int
       return 'dense'
     # What XLA's CPU backend gives YNNPACK; it runs any other convolution on one core itself.
     direct = (impl == 'mixed' and len(window) == 2 and dtype == jnp.float32 and
-              max(per_group, features) > 16 and (sizes is None or _direct_takes(window, *sizes)))
+              max(per_group, features) > DIRECT_MIN_CHANNELS and
+              (sizes is None or _direct_takes(window, *sizes)))
     return 'mixed' if direct else 'patches'
   if per_group == 1 and features == feature_group_count:
     return 'mixed_shifts' if impl == 'mixed' and dtype == jnp.float32 else 'shifts'
@@ -132,9 +116,8 @@ def _patches(x: jax.Array, window: Sequence[int], strides: Sequence[int],
 def _planes(x: jax.Array, window: Sequence[int], strides: Sequence[int],
             padding: Sequence[tuple[int, int]], dilation: Sequence[int]) -> jax.Array:
   """A single input channel's patches, taps first: [taps, N, *S_out, 1], each tap's window a plane
-  of its own. Side by side, the patches would be written one value per tap at a time: LeNet-5's
-  5x5 C1 on 128 digits, forward 1.5-1.9x and with its kernel gradient 1.35-1.5x faster, its whole
-  step 1.15x; a 3x3 'mixed' layer's kernel gradient on 128 28x28 images 4.8x."""
+  of its own. Side by side, the patches would be written one value per tap at a time, which costs
+  more than the planes' contiguous copies (docs/performance.md)."""
   return jnp.stack(taps.windows(taps.pad(x, padding), window, strides, dilation))
 
 
@@ -189,7 +172,7 @@ def _patch_product(x, kernel, strides, padding, dilation, precision) -> jax.Arra
   patches = _patches(taps.pad(x, padding), kernel.shape[:rank], strides, dilation)
   # As one [positions, columns] matrix: the product's transposes (the gradients) then contract
   # a leading dim of 2-D operands, which XLA's CPU dot takes as they are; from the 4-D form it
-  # copies dy transposed first, 4x the time of the whole kernel gradient.
+  # would copy dy transposed first, which costs more than the whole kernel gradient.
   product = jnp.dot(patches.reshape(-1, patches.shape[-1]), kernel.reshape(-1, kernel.shape[-1]),
                     precision=precision)
   return product.reshape(*patches.shape[:-1], kernel.shape[-1])
@@ -212,16 +195,15 @@ def _native(x, kernel, strides, padding, dilation, precision, input_dilation=Non
 def _direct(x, kernel, strides, padding, dilation, precision) -> jax.Array:
   """A 'mixed' convolution computed forward: by YNNPACK's direct kernels (XLA's native
   convolution), or, where much of the window falls on padding, as one product per tap with only
-  the inputs it meets. YNNPACK multiplies the padding's zeros too: a 3x3 window on 4x4 inputs meets
-  padding in 31% of its products, on 8x8 in 16%. The tap products' matrix products take the
-  input's channels as their depth and write one output per tap, which costs more the fewer the
-  channels: measured against YNNPACK (128 images, 2 devices), 3x3 4x4x512 0.60x the time,
-  8x8x512 0.78x, 8x8x256 0.91x, 4x4x256 0.71x, 8x8x128 1.12x, 16x16x256 1.10x; 5x5 8x8x128 0.72x,
-  16x16x64 1.27x. Taken where `_met` is under 0.95, which holds for each of the faster ones."""
+  the inputs it meets. YNNPACK multiplies the padding's zeros too, a large share of the products on
+  small maps. The tap products' matrix products take the input's channels as their depth and
+  write one output per tap, which costs more the fewer the channels: they are taken where the
+  share of products that meet inputs is under `DIRECT_MET` (the layers where they measured faster:
+  docs/performance.md)."""
   window = kernel.shape[:kernel.ndim - 2]
   out_sizes = arithmetic.conv_output_shape(x.shape[1:-1], window, strides, padding, dilation)
   reached, met = _met(x.shape, out_sizes, window, strides, padding, dilation)
-  if met >= 0.95:
+  if met >= DIRECT_MET:
     return _native(x, kernel, strides, padding, dilation, precision)
   total = 0
   for tap, spans, inputs in _tap_inputs(x, reached, strides, padding, dilation):
@@ -234,12 +216,13 @@ def _direct(x, kernel, strides, padding, dilation, precision) -> jax.Array:
 def _met(shape, out_sizes, window, strides, padding, dilation) -> tuple[list, float]:
   """Per spatial dim of inputs of ``shape`` [N, *S, C], each tap's span of output positions that
   meet inputs (`taps.reach`); and the share of the window's products that meet inputs, times
-  1 + 32 / C for the tap products' cost over few channels (1 where no tap meets any input)."""
+  1 + `FEW_CHANNELS` / C for the tap products' cost over few channels (1 where no tap meets any
+  input)."""
   reached = [taps.reach(n, o, k, s, d, lo) for n, o, k, s, d, (lo, _) in
              zip(shape[1:-1], out_sizes, window, strides, dilation, padding)]
   share = math.prod(sum(max(0, last - first) for first, last in dim) / (len(dim) * o)
                     for dim, o in zip(reached, out_sizes))
-  return reached, share * (1 + 32 / shape[-1]) if share else 1.0
+  return reached, share * (1 + FEW_CHANNELS / shape[-1]) if share else 1.0
 
 
 def _tap_inputs(x, reached, strides, padding, dilation) -> Iterator[tuple]:
@@ -312,9 +295,9 @@ def _stride_phases(window, sizes, out_sizes, strides, padding, dilation) -> list
 def _phase_input_gradient(dy, kernel, sizes, strides, dilation, phases, precision) -> jax.Array:
   """A convolution's input gradient, one phase of the stride at a time: each phase's positions
   take a unit-stride convolution of dy with the taps that reach them, flipped (`_direct`), and the
-  phases are interleaved. A strided layer's through the patches instead (their product's
-  transpose, then col2im): ResNet-18's 32x32x64 stride-2 layer 108 ms against 36, 16x16x128 68
-  against 35 (128 images, 2 devices)."""
+  phases are interleaved: each phase a dense convolution, where the patches' product's transpose
+  and col2im would scatter (several times slower on ResNet-18's strided layers:
+  docs/performance.md)."""
   rank = kernel.ndim - 2
   parts = []
   for dims in itertools.product(*phases):
@@ -326,13 +309,13 @@ def _phase_input_gradient(dy, kernel, sizes, strides, dilation, phases, precisio
 
 def _patch_gradient(x, dy, window, strides, padding, dilation, precision) -> jax.Array:
   """The kernel's gradient: dy's transpose times the patches, summed over chunks of the batch
-  whose copies stay in the CPU's cache. All the patches at once (ResNet-18's first layers:
-  150 MB) cost more to write and read back than the product itself.
+  whose copies stay in the CPU's cache. All the patches at once (ResNet-18's first layers: a
+  hundred megabytes and more) cost more to write and read back than the product itself.
 
   Where the first spatial dim has unit stride, its taps are shifts of dy rather than copies of x:
   dy shifted by each of them (rows: tap, feature) times x's patches along the other dims
   (columns: their taps, channel) gives each (tap, channel, feature) sum once, from 3 + 3 copies of
-  a 3x3 kernel's inputs rather than 1 + 9 (ResNet-18's step 2.3% faster)."""
+  a 3x3 kernel's inputs rather than 1 + 9."""
   n, features = x.shape[0], dy.shape[-1]
   if x.shape[-1] == 1:  # the planes, only taps x the input, at once, times dy as YNNPACK takes it
     planes = _planes(x, window, strides, padding, dilation)
@@ -346,7 +329,7 @@ def _patch_gradient(x, dy, window, strides, padding, dilation, precision) -> jax
   x = x.reshape(groups, n // groups, *x.shape[1:])
   dy = dy.reshape(groups, n // groups, *dy.shape[1:])
   reached, met = _met(x.shape[1:], dy.shape[2:-1], window, strides, padding, dilation)
-  if met < 0.8:
+  if met < TAP_GRADIENT_MET:
     return _tap_gradient(x, dy, reached, strides, padding, dilation, precision)
   if strides[0] == 1:  # the first dim's taps from dy: x's patches along the other dims only
     # Tap i meets x's row r at dy's row r + lo - i * dilation (none outside dy).
@@ -386,9 +369,8 @@ def _patch_gradient(x, dy, window, strides, padding, dilation, precision) -> jax
 def _tap_gradient(x, dy, reached, strides, padding, dilation, precision) -> jax.Array:
   """The kernel's gradient tap by tap, each tap's inputs (``reached``, from `_met`) times dy
   where they meet, for ``x`` and ``dy`` [groups, N / groups, *S, C]: on small maps, where the
-  patches would be largely padding. Against the patches (128 images, 2 devices): 3x3 2x2x512
-  0.64x the time, 4x4x512 0.78x, 4x4x256 0.86x, 4x4x128 0.96x, 7x7x512 0.94x, 8x8x512 0.98x,
-  8x8x256 1.18x; taken where `_met` is under 0.8, the first three."""
+  patches would be largely padding (taken where the share of products meeting inputs is under
+  `TAP_GRADIENT_MET`, the layers where it measured faster: docs/performance.md)."""
   groups, channels, features = x.shape[0], x.shape[-1], dy.shape[-1]
   zero = jnp.zeros((groups, channels, features), dy.dtype)
   grads = {}
@@ -420,7 +402,7 @@ def _mixed_shifts_backward(strides, padding, dilation, residuals, dy):
   dx = taps.transpose(lambda t, dy: dy * rows[t], [dy], window, x.shape[1:-1], strides, padding,
                       dilation)
   # Every tap's products summed in one pass over x and dy (a variadic reduce), not one pass per
-  # tap: 2-2.5x faster. Along the last spatial dim only, then the rest: one long sequential sum
+  # tap, which reads them once per tap. Along the last spatial dim only, then the rest: one long sequential sum
   # would lose float32 precision.
   slices = taps.windows(taps.pad(x, padding), window, strides, dilation)
   products = tuple(tap * dy for tap in slices)

@@ -44,7 +44,7 @@ def max_pool(x: jax.Array, window_shape: IntOrSeq, strides: IntOrSeq | None = No
   The gradient goes to each window's first maximum (row-major). Under the 'mixed' convolution
   form (`cnn_jax.layers.convolve`, the CPU default) it is summed back one phase of the stride at
   a time, a reverse-mode-only rule like that form's convolutions: on CPUs XLA's own scatter is
-  5.7-10x slower (``./launch.sh bench --only=max_pool``)."""
+  several times slower (``./launch.sh bench --only=max_pool``; docs/performance.md)."""
   window, strides, pads = _resolve(x, window_shape, strides, padding)
   if convolve.resolve() == 'mixed':
     return _max_pool(x, window, strides, pads)

@@ -16,7 +16,7 @@ from cnn_jax.models.factories import conv_and_norm
 from cnn_jax.models.registry import image, register_model
 
 
-@register_model('dilated_context', input_shape=image(64))
+@register_model('dilated_context', input_shape=image(64), classes=21)
 class DilatedContextNet(nn.Module):
   """Front end (plain 3x3 conv-BN-ReLU) -> context module (dilated 3x3) -> 1x1 classifier.
 

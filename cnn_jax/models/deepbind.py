@@ -17,7 +17,7 @@ from cnn_jax import layers as L
 from cnn_jax.models.registry import register_model
 
 
-@register_model('deepbind', input_shape=(101, 4))
+@register_model('deepbind', input_shape=(101, 4), classes=2)
 class DeepBind(nn.Module):
   """Attributes:
     num_classes: outputs (2: binding or not).

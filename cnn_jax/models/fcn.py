@@ -68,4 +68,5 @@ class FCN(nn.Module):
 
 
 for _stride in (32, 16, 8):
-  register_model(f'fcn{_stride}s', functools.partial(FCN, output_stride=_stride), image(224), 'fcn')
+  register_model(f'fcn{_stride}s', functools.partial(FCN, output_stride=_stride), image(224), 'fcn',
+                 classes=21)

@@ -9,7 +9,7 @@ from cnn_jax import layers as L
 from cnn_jax.models.registry import image, register_model
 
 
-@register_model('lenet5', input_shape=image(32, 1), family='lenet')
+@register_model('lenet5', input_shape=image(32, 1), family='lenet', classes=10)
 class LeNet5(nn.Module):
   """C1 6@28x28 -> S2 -> C3 16@10x10 -> S4 -> C5 120 -> F6 84 -> output.
 

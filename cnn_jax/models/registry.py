@@ -76,6 +76,7 @@ class Entry:
   input_shape: tuple[int, ...] | None  # one example, [*spatial, C]; None if not registered
   family: str
   torchvision: Torchvision | None = None
+  classes: int = 1000  # of the dataset it was published on (the zoo table counts with it)
 
 
 _REGISTRY: dict[str, Entry] = {}
@@ -83,10 +84,11 @@ _REGISTRY: dict[str, Entry] = {}
 
 def register_model(name: str, build: Callable | None = None,
                    input_shape: tuple[int, ...] | None = None, family: str | None = None,
-                   torchvision: Torchvision | None = None):
+                   torchvision: Torchvision | None = None, classes: int = 1000):
   """Adds ``build`` (a flax Module class, or any callable returning a module) under ``name``.
 
-  ``input_shape`` is one example's native input, [*spatial, C]. Also a decorator::
+  ``input_shape`` is one example's native input, [*spatial, C]; ``classes`` the class count of
+  the data it was published on (ImageNet's by default). Also a decorator::
 
     @register_model('my_net', input_shape=(28, 28, 1))
     class MyNet(nn.Module): ...
@@ -94,9 +96,9 @@ def register_model(name: str, build: Callable | None = None,
   Returns ``build``. Re-registering a name replaces it (a notebook cell run twice).
   """
   if build is None:
-    return lambda build: register_model(name, build, input_shape, family, torchvision)
+    return lambda build: register_model(name, build, input_shape, family, torchvision, classes)
   _REGISTRY[name] = Entry(build, tuple(input_shape) if input_shape else None, family or name,
-                          torchvision)
+                          torchvision, classes)
   return build
 
 

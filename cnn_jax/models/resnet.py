@@ -147,9 +147,9 @@ TORCHVISION = {
                       Weights('resnet152-f82ba261.pth', 82.284, V2)),
 }
 
-register_model('resnet18_cifar', imagenet_resnet(18, stem='cifar'), image(32), 'resnet')
+register_model('resnet18_cifar', imagenet_resnet(18, stem='cifar'), image(32), 'resnet', classes=10)
 register_model('resnet1d', functools.partial(ResNet, stage_sizes=(2, 2, 2), width=32, stem='cifar',
-                                             stem_kernel=7), (40, 1), 'resnet')
+                                             stem_kernel=7), (40, 1), 'resnet', classes=10)
 for _depth in IMAGENET_DEPTHS:
   register_model(f'resnet{_depth}', imagenet_resnet(_depth), image(224), 'resnet',
                  TORCHVISION[_depth])
@@ -161,7 +161,8 @@ for _depth in CIFAR_DEPTHS:
   for _prefix, _kwargs in (('resnet', {}), ('plain', {'shortcut': 'none'}),
                            ('highway', {'shortcut': 'gated'}),
                            ('preact_resnet', {'block': 'preact', 'projection': 'conv'})):
-    register_model(f'{_prefix}{_depth}', cifar_resnet(_depth, **_kwargs), image(32), 'resnet')
+    register_model(f'{_prefix}{_depth}', cifar_resnet(_depth, **_kwargs), image(32), 'resnet',
+                   classes=10)
 register_model('resnext50_32x4d', imagenet_resnet(50, groups=32, width_per_group=4), image(224),
                'resnet', _torchvision(Weights('resnext50_32x4d-7cdf4587.pth', 77.618),
                                       Weights('resnext50_32x4d-1a0047aa.pth', 81.198, V2)))

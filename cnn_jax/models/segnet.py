@@ -18,7 +18,7 @@ from cnn_jax.models.vgg import DEPTHS
 from cnn_jax.models.registry import image, register_model
 
 
-@register_model('segnet', input_shape=image(224))
+@register_model('segnet', input_shape=image(224), classes=12)
 class SegNet(nn.Module):
   """[N, H, W, C] -> per-pixel logits; H and W multiples of ``2 ** len(stages)``.
 

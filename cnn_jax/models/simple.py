@@ -10,7 +10,7 @@ from cnn_jax.models.factories import conv_and_norm
 from cnn_jax.models.registry import image, register_model
 
 
-@register_model('simple_cnn', input_shape=image(8, 1), family='simple')
+@register_model('simple_cnn', input_shape=image(8, 1), family='simple', classes=10)
 class SimpleCNN(nn.Module):
   """[conv-BN-ReLU x2 -> max-pool] per stage, then global average pooling and a linear head.
 

@@ -18,7 +18,7 @@ from cnn_jax.models.factories import conv_and_norm
 from cnn_jax.models.registry import image, register_model
 
 
-@register_model('unet', input_shape=image(256, 1))
+@register_model('unet', input_shape=image(256, 1), classes=2)
 class UNet(nn.Module):
   """[N, *S, C] -> per-pixel logits [N, *S, num_classes]; S multiples of ``2 ** (levels - 1)``.
 

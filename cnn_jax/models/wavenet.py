@@ -51,7 +51,7 @@ class CausalStack(nn.Module):
     return nn.relu(skip)
 
 
-@register_model('wavenet', input_shape=(40, 1))  # sequences [T, C]
+@register_model('wavenet', input_shape=(40, 1), classes=10)  # sequences [T, C]
 class WaveNet(nn.Module):
   """`CausalStack` -> 1x1 conv -> ReLU -> time pooling -> linear: a sequence classifier.
 

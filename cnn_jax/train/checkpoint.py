@@ -210,3 +210,32 @@ def save(mngr: ocp.CheckpointManager, state, metrics: dict | None = None) -> Non
   with quiet() if metrics is None else contextlib.nullcontext():
     mngr.save(step, args=ocp.args.StandardSave(state),
               metrics=None if metrics is None else {**metrics, 'step': step})
+
+
+def pick_step(mngr: ocp.CheckpointManager, step, workdir: str, config) -> int:
+  """The complete checkpoint ``step`` names ('latest', 'best' or an int); a one-line error that
+  lists what there is otherwise."""
+  available = mngr.all_steps()
+  if not available:
+    partial = unfinished(workdir)
+    found = (f'only unfinished saves {partial} (a save interrupted before it completed)'
+             if partial else 'no checkpoint yet')
+    raise FileNotFoundError(
+        f'{directory(workdir)} holds {found}; a run writes its first checkpoint at '
+        f'step {config.checkpoint.every} (config.checkpoint.every): wait for it, or resume '
+        f'training with --workdir={workdir}.')
+  if step == 'latest':
+    return available[-1]
+  if step == 'best':
+    if not config.checkpoint.best_metric:
+      raise ValueError(f"step='best' needs a run with config.checkpoint.best_metric; {workdir} "
+                       f"ranks none. Use step='latest' or one of {available}.")
+    best = mngr.best_step()
+    if best is None:
+      raise ValueError(f"No checkpoint of {workdir} has saved eval metrics to rank; use "
+                       f"step='latest' or one of {available}.")
+    return best
+  if step not in available:
+    raise ValueError(f'{workdir} has no checkpoint at step {step!r}; its checkpoints are '
+                     f"{available} (or use step='latest' / 'best').")
+  return int(step)

@@ -10,12 +10,16 @@ applies ``init.from`` again.
 
 import os
 
+import jax
 import ml_collections
+import orbax.checkpoint as ocp
 from absl import logging
 
 from cnn_jax import models
 from cnn_jax.errors import ConfigError
 from cnn_jax.models import pretrained
+from cnn_jax.train import checkpoint
+from cnn_jax.train import workdir as workdir_lib
 
 WEIGHT_FILES = ('.pth', '.pt', '.bin', '.safetensors')
 
@@ -73,9 +77,26 @@ def _source_variables(config: ml_collections.ConfigDict, model, example_shape) -
   if spec.endswith(WEIGHT_FILES):
     twin = models.entry(config.model.name).torchvision
     return pretrained.convert(model, pretrained.read_state_dict(spec), twin, example_shape)
-  from cnn_jax.analysis import run as run_lib  # pylint: disable=g-import-not-at-top
-  run, step = _run_and_step(spec)
-  return run_lib.load_run(run, step).variables
+  return _run_variables(*_run_and_step(spec))
+
+
+def _run_variables(run: str, step) -> dict:
+  """The variables a run saved at ``step`` ('best', 'latest' or an int), on this process's first
+  device, in the shapes the checkpoint holds (no model is built: `pretrained.overlay` matches them
+  to the new one); the EMA parameters where the run evaluated them."""
+  config = workdir_lib.read_config(run)
+  with checkpoint.quiet():
+    mngr = checkpoint.manager(run, config, read_only=True)
+    step = checkpoint.pick_step(mngr, step, run, config)
+    use_ema = bool(workdir_lib.read_config(run, step).ema_decay)
+    item = os.path.join(checkpoint.directory(run), str(step), 'default')
+    saved = ocp.PyTreeCheckpointer().metadata(item).item_metadata.tree
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = {name: jax.tree_util.tree_map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), saved[field])
+                for name, field in (('params', 'ema_params' if use_ema else 'params'),
+                                    ('batch_stats', 'batch_stats')) if saved.get(field)}
+    return checkpoint.restore_variables(mngr, step, abstract, use_ema)
 
 
 def apply(state, config: ml_collections.ConfigDict, model, example_shape):

@@ -19,9 +19,9 @@ from cnn_jax import arithmetic, console, models
 from cnn_jax.data import augment, pipeline, sources
 from cnn_jax.errors import ConfigError
 from cnn_jax.models import pretrained
-from cnn_jax.layers.convolve import IMPLS as CONV_IMPLS
-from cnn_jax.layers.convolve import use as conv_impl
-from cnn_jax.train import checkpoint, initial, optim, parallel, preemption, steps
+from cnn_jax.conv_form import IMPLS as CONV_IMPLS
+from cnn_jax.conv_form import use as conv_impl
+from cnn_jax.train import checkpoint, initial, metrics, optim, parallel, preemption, steps
 from cnn_jax.train import workdir as workdir_lib
 from cnn_jax.train.losses import CLASSIFICATION_LOSSES
 from cnn_jax.train.state import TrainState
@@ -33,17 +33,14 @@ COMPUTE_DTYPES = ('float32', 'bfloat16', 'float16')
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
-  """The config's model, computing in ``config.compute_dtype``; in per-device mode BatchNorm
-  averages its statistics over 'data'."""
+  """The config's model (its kwargs typed by the model's fields, the contract checked),
+  computing in ``config.compute_dtype``: what the loop trains and analysis opens."""
   kwargs, _ = models.resolve_kwargs(config.model.name, {}, dict(config.model.kwargs))
   model = models.get_model(config.model.name, num_classes=num_classes, **kwargs)
-  fields = {f.name for f in dataclasses.fields(model)}
   models.check_contract(config.model.name, model,
                         needs_dtype=config.compute_dtype != 'float32')
   if config.compute_dtype != 'float32':
     model = model.clone(dtype=jnp.dtype(config.compute_dtype))
-  if config.parallel.mode == 'pmap' and 'axis_name' in fields:
-    model = model.clone(axis_name=steps.AXIS)
   return model
 
 
@@ -64,7 +61,6 @@ def state_initializer(model, tx, example_shape, config):
   return init
 
 
-EVAL_METRICS = ('loss', 'accuracy', 'top5_accuracy', 'mean_iou')
 WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 # (field, lowest, highest, lowest allowed itself): every numeric field the loop reads has a range.
 RANGES = (
@@ -132,8 +128,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for field in ('optim.plateau_metric', 'checkpoint.best_metric'):
     section, name = field.split('.')
     value = config[section][name]
-    if value and value not in EVAL_METRICS:
-      raise ConfigError(f'config.{field}={value!r}: expected an eval metric, one of {EVAL_METRICS}.')
+    if value and value not in metrics.names():
+      raise ConfigError(f'config.{field}={value!r}: expected an eval metric, one of '
+                        f'{metrics.names()}.')
   if config.conv_impl not in CONV_IMPLS:
     raise ConfigError(f'config.conv_impl={config.conv_impl!r}: expected one of {CONV_IMPLS}.')
   if config.compute_dtype not in COMPUTE_DTYPES:
@@ -159,12 +156,12 @@ def check_task(config: ml_collections.ConfigDict, model, source: sources.Source,
   if dense != (config.loss == 'pixel_cross_entropy'):
     raise ConfigError(f"{source.name} has {kind} labels but config.loss={config.loss!r}; use "
                       f"{'pixel_cross_entropy' if dense else 'softmax_cross_entropy'}.")
-  usable = "'accuracy' or 'mean_iou'" if dense else "'accuracy' or 'top5_accuracy'"
+  usable = metrics.names(dense)
   for field in ('optim.plateau_metric', 'checkpoint.best_metric'):
     section, name = field.split('.')
-    if config[section][name] == ('top5_accuracy' if dense else 'mean_iou'):
+    if config[section][name] and config[section][name] not in usable:
       raise ConfigError(f'config.{field}={config[section][name]!r} is not computed for {kind} '
-                        f'labels; use {usable}.')
+                        f'labels; use one of {usable}.')
   output, variables = abstract_init(model, example_shape)
   if isinstance(output, tuple):
     output = output[0]
@@ -238,6 +235,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   total_steps = config.num_steps or math.ceil(config.num_epochs * steps_per_epoch)
   schedule = optim.learning_rate(config.optim, steps_per_epoch, total_steps, config.batch_size)
   model = build_model(config, train_source.num_classes)
+  if config.parallel.mode == 'pmap' and 'axis_name' in {f.name for f in dataclasses.fields(model)}:
+    model = model.clone(axis_name=steps.AXIS)  # per device, BatchNorm averages over 'data'
   check_task(config, model, train_source, example_shape)
   tx = optim.create(config.optim, schedule, *_layers_and_trainable(config, model, example_shape))
 

@@ -166,7 +166,8 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
 
 
 def make_eval_step(model, loss: str, mesh: Mesh, per_device: bool = False) -> Callable:
-  """``eval_step(variables, batch) -> sums`` of loss, correct top-1/top-5 and count, masked.
+  """``eval_step(variables, batch) -> sums`` of the loss, each applicable metric
+  (`metrics.applicable`) and the count, masked.
 
   Per-pixel labels add the confusion matrix, from which `evaluate` computes the mean IoU.
   """
@@ -175,13 +176,12 @@ def make_eval_step(model, loss: str, mesh: Mesh, per_device: bool = False) -> Ca
   def step(variables: dict, batch: dict):
     logits, *_ = _float32_outputs(model.apply(variables, batch['image'], train=False))
     mask = batch['mask']
-    sums = {'loss': (loss_fn(logits, batch['label']) * mask).sum(),
-            'accuracy': (metrics.correct_top_k(logits, batch['label'], 1) * mask).sum(),
-            'count': mask.sum()}
-    if batch['label'].ndim > 1:
+    dense = batch['label'].ndim > 1
+    sums = {metrics.LOSS: (loss_fn(logits, batch['label']) * mask).sum(), 'count': mask.sum()}
+    for metric in metrics.applicable(dense, logits.shape[-1]):
+      sums[metric.name] = (metric.fn(logits, batch['label']) * mask).sum()
+    if dense:
       sums['confusion'] = metrics.confusion_matrix(logits, batch['label'], mask)
-    elif logits.shape[-1] > 5:
-      sums['top5_accuracy'] = (metrics.correct_top_k(logits, batch['label'], 5) * mask).sum()
     return lax.psum(sums, AXIS) if per_device else sums
 
   if per_device:
@@ -204,5 +204,5 @@ def evaluate(eval_step: Callable, variables: dict, batches) -> dict[str, float]:
   confusion = totals.pop('confusion', None)
   results = {**{k: float(v) / count for k, v in totals.items()}, 'count': count}
   if confusion is not None:
-    results['mean_iou'] = metrics.mean_iou(confusion)
+    results[metrics.MEAN_IOU] = metrics.mean_iou(confusion)
   return results

@@ -153,3 +153,34 @@ def claim(workdir: str):
     handle.close()
     if created and os.listdir(workdir) == ['lock']:
       shutil.rmtree(workdir)
+
+
+def _tuples(value):
+  """JSON turns tuples into lists; model fields and configs expect the tuples back."""
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  return value
+
+
+def read_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:
+  """The config that produced checkpoint ``step``: ``config.json`` (the start), or the newest
+  ``config.<s>.json`` with ``s < step`` (a resume at ``s`` with allowed changes trains on from
+  there)."""
+  path = os.path.join(workdir, 'config.json')
+  if step is not None and os.path.isdir(workdir):
+    resumed = [int(n.split('.')[1]) for n in os.listdir(workdir)
+               if n.startswith('config.') and n.split('.')[1].isdigit() and n.endswith('.json')]
+    resumed = [s for s in resumed if s < step]
+    if resumed:
+      path = os.path.join(workdir, f'config.{max(resumed)}.json')
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f'No run at {workdir}: the directory does not exist; pass the '
+                            '--workdir of a training run.')
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{workdir} is not a run directory: it has no config.json (found: '
+                            f'{sorted(os.listdir(workdir)) or "nothing"}); pass the --workdir of a '
+                            'training run.')
+  with open(path, encoding='utf-8') as f:
+    return ml_collections.ConfigDict(_tuples(json.load(f)))
