@@ -60,6 +60,27 @@ EXPERIMENTS = ('default', 'mnist1d_cnn', 'mnist1d_resnet', 'mnist1d_wavenet', 'm
                'cifar10_resnet18', 'imagenet_resnet50')
 
 
+# The vector and matrix extensions that decide which kernels XLA, YNNPACK and oneDNN can use.
+CPU_EXTENSIONS = ('avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16',
+                  'avx512_fp16', 'amx_tile', 'amx_bf16', 'amx_int8')
+
+
+def cpu() -> dict:
+  """The CPU's model name and which of `CPU_EXTENSIONS` it has (Linux's /proc/cpuinfo; the
+  platform's processor name elsewhere): CPU families differ in what the libraries exploit."""
+  import platform  # pylint: disable=g-import-not-at-top
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      fields = dict(line.split(':', 1) for line in f.read().split('\n\n')[0].splitlines()
+                    if ':' in line)
+  except OSError:
+    return {'model': platform.processor() or platform.machine(), 'extensions': []}
+  fields = {k.strip(): v.strip() for k, v in fields.items()}
+  flags = set(fields.get('flags', '').split())
+  return {'model': fields.get('model name', platform.machine()),
+          'extensions': [e for e in CPU_EXTENSIONS if e in flags]}
+
+
 def emit(report: dict, out: str | None) -> None:
   """The report as JSON on stdout and, if ``out`` is given, in that file."""
   text = json.dumps(report, indent=2)
@@ -439,7 +460,7 @@ def main() -> None:
   peak = _spawn(['peak'])
   report = {'date': time.strftime('%Y-%m-%d'),
             'machine': {'backend': jax.default_backend(), 'device': jax.devices()[0].device_kind,
-                        'cpu': platform.processor() or platform.machine(),
+                        'cpu': cpu(),
                         'cpu_count': os.cpu_count(), 'jax': jax.__version__,
                         'python': platform.python_version(), **peak}}
   try:

@@ -64,3 +64,12 @@ print(len(calls))
   out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True,
                        timeout=120, check=True)
   assert int(out.stdout.split()[-1]) == 4 + 3 + 2
+
+
+def test_the_report_names_the_cpu_model_and_its_vector_extensions():
+  from benchmarks import run  # pylint: disable=g-import-not-at-top
+  described = run.cpu()
+  flags = open('/proc/cpuinfo', encoding='utf-8').read().split('\n\n')[0]
+  assert described['model'] and described['model'] in flags
+  assert described['extensions'] == [e for e in run.CPU_EXTENSIONS
+                                     if f' {e} ' in f' {flags.split("flags")[1].split(":", 1)[1]} ']

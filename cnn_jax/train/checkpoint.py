@@ -239,3 +239,29 @@ def pick_step(mngr: ocp.CheckpointManager, step, workdir: str, config) -> int:
     raise ValueError(f'{workdir} has no checkpoint at step {step!r}; its checkpoints are '
                      f"{available} (or use step='latest' / 'best').")
   return int(step)
+
+
+class Saver:
+  """A run's asynchronous saves, each confirmed complete on disk before the next one starts (or
+  earlier, at a sync point where it has finished): a failed save stops the run at its next
+  confirmation with `CheckpointError`, never later than the save after it."""
+
+  def __init__(self, mngr: ocp.CheckpointManager, workdir: str):
+    self.mngr, self.workdir = mngr, workdir
+    self.unconfirmed = None  # the step of a save not yet confirmed complete
+
+  def save(self, state, metrics: dict | None = None) -> None:
+    self.confirm()
+    save(self.mngr, state, metrics)
+    self.unconfirmed = int(jax.device_get(state.step))
+
+  def poll(self) -> None:
+    """Confirms the pending save if it has finished; never waits."""
+    if self.unconfirmed is not None and not self.mngr.is_saving_in_progress():
+      self.confirm()
+
+  def confirm(self) -> None:
+    """Waits for the pending save, if any, and confirms it (`confirm_saved`)."""
+    if self.unconfirmed is not None:
+      step, self.unconfirmed = self.unconfirmed, None
+      confirm_saved(self.mngr, self.workdir, step)

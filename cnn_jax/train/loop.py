@@ -294,7 +294,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   started = time.time()
   eval_metrics, pending, last_log = {}, [], (started, start_step)
-  unconfirmed = None  # the step of a save not yet confirmed complete on disk
+  saver = checkpoint.Saver(mngr, workdir)
   try:
     # The logs close inside the try: a close that cannot flush is a failed write like any other.
     with preemption.stop_on_signals() as stop, writer:
@@ -308,9 +308,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         synced = done % sync_every == 0
         if synced:
           jax.block_until_ready(logs)
-          if unconfirmed is not None and not mngr.is_saving_in_progress():
-            checkpoint.confirm_saved(mngr, workdir, unconfirmed)  # a failed save stops the run
-            unconfirmed = None
+          saver.poll()  # a failed save stops the run here
         # Several processes must stop at the same step: they compare notes at sync points only.
         stopping = (synced or jax.process_count() == 1) and stop.agreed()
         is_last = done == total_steps
@@ -338,27 +336,22 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             raise diverged(f'The eval loss became {eval_metrics["loss"]}', done)
           state = optim.plateau_update(state, eval_metrics, config.optim)
         if save:
-          if unconfirmed is not None:
-            checkpoint.confirm_saved(mngr, workdir, unconfirmed)
-          checkpoint.save(mngr, state, eval_metrics if evaluate else None)
-          unconfirmed = done
+          saver.save(state, eval_metrics if evaluate else None)
         if stopping:
-          checkpoint.confirm_saved(mngr, workdir, done)
+          saver.confirm()
           if jax.process_index() == 0:
             print(f'Stopped by {stop.name} at step {done}/{total_steps}; checkpoint saved in '
                   f'{checkpoint.directory(workdir)}. Run the same command to resume.', flush=True)
           return {}
       if not eval_metrics:  # resumed at the end: report the restored model
         eval_metrics = run_eval(state)
-      if unconfirmed is not None:
-        checkpoint.confirm_saved(mngr, workdir, unconfirmed)
+      saver.confirm()
   except OSError as error:
     if error.errno not in WRITE_ERRORS:
       raise
     # A full disk may hit the logs before (or after) a save: either way, say what failed and
     # which checkpoint a rerun resumes from.
-    if unconfirmed is not None:
-      checkpoint.confirm_saved(mngr, workdir, unconfirmed)
+    saver.confirm()
     raise checkpoint.write_failed(workdir, f'Writing {error.filename or "to the workdir"}',
                                   error.strerror or str(error)) from error
   finally:
