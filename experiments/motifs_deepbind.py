@@ -2,8 +2,9 @@
 
   ./launch.sh --config=experiments/motifs_deepbind.py --workdir=runs/deepbind
 
-Measured: 96.9% test accuracy in 16 s (a scan with the true motif's log-odds gets 98.8%); the best
-filter correlates 0.89 with the planted position weight matrix (`models.deepbind.motif_match`).
+Measured: 97.0% test accuracy at the last checkpoint (trained on 90% of train, 7 s on 2 CPU cores;
+a scan with the true motif's log-odds gets 98.8%); the best filter correlates 0.89 with the
+planted position weight matrix (`models.deepbind.motif_match`).
 """
 
 from experiments import base

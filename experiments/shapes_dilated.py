@@ -2,7 +2,8 @@
 
   ./launch.sh --config=experiments/shapes_dilated.py --workdir=runs/shapes_dilated
 
-Measured: 0.808 test mean IoU, 97.3% pixel accuracy (seed 0, 17 min on 2 CPU cores).
+Measured: 0.808 test mean IoU, 97.3% pixel accuracy at the last checkpoint, also the best by val
+mean IoU (seed 0, trained on 90% of train, 17 min on 2 CPU cores).
 """
 
 from experiments import shapes_unet

@@ -4,8 +4,9 @@
 
 FCN-32s and -16s: --config.model.name=fcn32s (or fcn16s).
 
-Measured: 0.783 test mean IoU, 96.4% pixel accuracy (seed 0, 3.5 min on 2 CPU cores): the
-coarse x8 upsampling blurs the boundaries U-Net keeps (0.917).
+Measured: 0.739 test mean IoU, 95.6% pixel accuracy at the last checkpoint, also the best by val
+mean IoU (seed 0, trained on 90% of train, 4.5 min on 2 CPU cores): the coarse x8 upsampling
+blurs the boundaries U-Net keeps.
 """
 
 from experiments import shapes_unet

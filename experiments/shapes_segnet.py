@@ -2,7 +2,8 @@
 
   ./launch.sh --config=experiments/shapes_segnet.py --workdir=runs/shapes_segnet
 
-Measured: 0.835 test mean IoU, 97.4% pixel accuracy (seed 0, 8 min on 2 CPU cores).
+Measured: 0.818 test mean IoU, 97.1% pixel accuracy at the last checkpoint, also the best by val
+mean IoU (seed 0, trained on 90% of train, 6 min on 2 CPU cores).
 """
 
 from experiments import shapes_unet
