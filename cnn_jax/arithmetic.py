@@ -485,13 +485,32 @@ class _Tracer:
     return None
 
 
+def _rngs() -> dict:
+  # Made inside the traces: an eager key is a compile of its own.
+  return {'params': jax.random.key(0), 'dropout': jax.random.key(1),
+          'stochastic_depth': jax.random.key(2)}
+
+
+def _batched(model, input_shape: Sequence[int], dtype: Any, call_kwargs: dict) -> tuple:
+  """``input_shape`` as [N, *S, C]: one example's [*S, C] (as `models.input_shape` gives it) gets
+  a batch of 1, told apart by the spatial rank of the model's convolution kernels (flax would
+  otherwise run it unbatched, its first dim taken for a spatial one), or by the model refusing
+  it (a model that checks its input's rank); the trace then says what is wrong with either."""
+  shape = tuple(input_shape)
+  x = jax.ShapeDtypeStruct(shape, dtype or jnp.float32)
+  try:
+    params = jax.eval_shape(lambda x: model.init(_rngs(), x, **call_kwargs), x).get('params', {})
+  except Exception:  # pylint: disable=broad-except
+    return (1, *shape)
+  ranks = {leaf.ndim - 2 for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+           if getattr(path[-1], 'key', None) == 'kernel' and leaf.ndim >= 3}
+  return (1, *shape) if ranks == {len(shape) - 1} else shape
+
+
 def _trace(model, input_shape: Sequence[int], dtype: Any, call_kwargs: dict):
   """Traces ``model`` abstractly: (variables, {path: (kind, output shape)} in call order, tracer)."""
   x = jax.ShapeDtypeStruct(tuple(input_shape), dtype or jnp.float32)
-  # Made inside the traces: an eager key is a compile of its own.
-  rngs = lambda: {'params': jax.random.key(0), 'dropout': jax.random.key(1),
-                  'stochastic_depth': jax.random.key(2)}
-  variables = jax.eval_shape(lambda x: model.init(rngs(), x, **call_kwargs), x)
+  variables = jax.eval_shape(lambda x: model.init(_rngs(), x, **call_kwargs), x)
   calls: dict[tuple[str, ...], tuple[str, tuple[int, ...]]] = {}
 
   def record(next_fun, args, kwargs, context):
@@ -508,7 +527,7 @@ def _trace(model, input_shape: Sequence[int], dtype: Any, call_kwargs: dict):
   def forward(variables, x):
     mutable = [c for c in variables if c != 'params']
     with nn.intercept_methods(record):
-      return model.apply(variables, x, rngs=rngs(), mutable=mutable, **call_kwargs)
+      return model.apply(variables, x, rngs=_rngs(), mutable=mutable, **call_kwargs)
 
   # Native convolutions: the trace shows the maths (kernels, strides), not the form computing it.
   with conv_form.use('xla'):
@@ -525,6 +544,7 @@ def layer_fields(model, input_shape: Sequence[int], *, dtype: Any = None,
 
   Traced like `summarize`; modules whose output has lost its spatial layout are left out.
   """
+  input_shape = _batched(model, input_shape, dtype, call_kwargs)
   _, calls, tracer = _trace(model, input_shape, dtype, call_kwargs)
   fields = {'/'.join(path): tracer.last_field.get(path) for path in calls if path}
   return {name: field for name, field in fields.items() if field is not None}
@@ -541,7 +561,10 @@ def summarize(model, input_shape: Sequence[int], *, dtype: Any = None,
 
   Args:
     model: a flax linen module taking ``x`` of ``input_shape`` as its first argument.
-    input_shape: [N, *spatial, C] (N may be 1).
+    input_shape: [N, *spatial, C] (N may be 1), or one example's [*spatial, C] where the model
+      tells the two apart (kernels of a fixed spatial rank, or a model that checks its input's
+      rank); a model whose layers take their rank from the input (the zoo's int kernel sizes)
+      needs the batch dimension.
     dtype: input dtype (default float32).
     print_fn: called with the table; ``None`` prints nothing.
     **call_kwargs: extra arguments of the model's ``__call__`` (e.g. ``train=False``).
@@ -549,6 +572,7 @@ def summarize(model, input_shape: Sequence[int], *, dtype: Any = None,
   Returns:
     A `Summary` with one `LayerSummary` per leaf module, in call order, and the totals.
   """
+  input_shape = _batched(model, input_shape, dtype, call_kwargs)
   variables, calls, tracer = _trace(model, input_shape, dtype, call_kwargs)
 
   def count(tree) -> int:

@@ -158,3 +158,20 @@ def test_summarize_attributes_branches_and_shortcuts():
   assert rows['Dense_0'].receptive_field is None and rows['Dense_0'].macs == 40
   assert 'total' in printed[0] and 'receptive field' in printed[0]
   assert summary.other_variables == 2 * (8 + 8)  # BatchNorm mean and var of two layers
+
+
+def test_summarize_takes_one_example_shape_where_the_model_tells_it_from_a_batch():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from cnn_jax import models  # pylint: disable=g-import-not-at-top
+
+  class Fixed(nn.Module):  # a 2-D kernel: [8, 8, 1] can only be one example
+    @nn.compact
+    def __call__(self, x, train=False):
+      return nn.Dense(3)(nn.Conv(4, (3, 3))(x).reshape(x.shape[0], -1))
+
+  wavenet = models.get_model('wavenet', num_classes=10)  # checks its input's rank itself
+  for model, example in ((Fixed(), (8, 8, 1)), (wavenet, (40, 1))):
+    one = arithmetic.summarize(model, example, print_fn=None, train=False)
+    batched = arithmetic.summarize(model, (1, *example), print_fn=None, train=False)
+    assert (one.input_shape, one.total_macs, one.total_params) == (
+        batched.input_shape, batched.total_macs, batched.total_params) and one.total_macs > 0
