@@ -2,8 +2,9 @@
 
   ./launch.sh --config=experiments/shapes_unet.py --workdir=runs/shapes_unet
 
-Target: >= 0.9 test mean IoU (over background, circle, square, triangle). Measured: 0.917 mean
-IoU, 98.8% pixel accuracy (seed 0, 1,500 steps, 22 min on 2 CPU cores shared with other runs).
+Target: >= 0.9 test mean IoU (over background, circle, square, triangle). Measured: 0.910 mean
+IoU, 98.7% pixel accuracy at the last checkpoint, also the best by val mean IoU (seed 0, trained
+on 90% of train, 1,344 steps, 22 min on 2 CPU cores shared with tests).
 Add or remove a resolution level with --config.model.kwargs.levels=5 (or 3).
 """
 
