@@ -497,6 +497,8 @@ def _batched(model, input_shape: Sequence[int], dtype: Any, call_kwargs: dict) -
   otherwise run it unbatched, its first dim taken for a spatial one), or by the model refusing
   it (a model that checks its input's rank); the trace then says what is wrong with either."""
   shape = tuple(input_shape)
+  if len(shape) > 2 and shape[0] == 1:  # a batch of one, as the loop and the docs give it
+    return shape
   x = jax.ShapeDtypeStruct(shape, dtype or jnp.float32)
   try:
     params = jax.eval_shape(lambda x: model.init(_rngs(), x, **call_kwargs), x).get('params', {})
