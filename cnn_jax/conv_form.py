@@ -1,6 +1,7 @@
 """Which form convolutions compute in (`cnn_jax.layers.convolve` lists them): ``use(impl)`` for
-everything traced inside a block, ``resolve()`` for the form in force. Apart from the layers, so
-that what reads the form (the layers, `cnn_jax.arithmetic`'s tracer) imports nothing else."""
+everything traced inside a block, ``resolve()`` for the form in force; and ``split_batch(n)``, how
+many devices the traced batch is split over. Apart from the layers, so that what sets or reads
+them (the layers, the train step, `cnn_jax.arithmetic`'s tracer) imports nothing else."""
 
 import contextlib
 import contextvars
@@ -10,6 +11,7 @@ import jax
 
 IMPLS = ('auto', 'xla', 'matmul', 'mixed')
 _default = contextvars.ContextVar('conv_impl', default='auto')
+_batch_groups = contextvars.ContextVar('batch_groups', default=1)
 
 
 @contextlib.contextmanager
@@ -35,3 +37,22 @@ def resolve(impl: str | None = None, platform: str | None = None) -> str:
   if impl == 'auto':
     return 'mixed' if (platform or jax.default_backend()) == 'cpu' else 'xla'
   return impl
+
+
+@contextlib.contextmanager
+def split_batch(devices: int) -> Iterator[None]:
+  """Says that the batch of what is traced inside the block is split over ``devices`` devices in
+  equal parts (a jitted step data-parallel over a mesh); 1, the default, for one device or a
+  per-device program (`jax.shard_map`, whose batch is already one device's)."""
+  if devices < 1:
+    raise ValueError(f'split_batch({devices}): expected a number of devices >= 1.')
+  token = _batch_groups.set(devices)
+  try:
+    yield
+  finally:
+    _batch_groups.reset(token)
+
+
+def batch_groups() -> int:
+  """The number of devices `split_batch` says the traced batch is split over."""
+  return _batch_groups.get()

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from cnn_jax import conv_form
 from cnn_jax import layers as L
 from cnn_jax import models
 from cnn_jax.layers import convolve as convolve_module
+from cnn_jax.layers import cpu_rules
 from cnn_jax.layers.convolve import convolve
 from cnn_jax.train import parallel
 from cnn_jax.train.steps import AXIS
@@ -129,7 +131,7 @@ def test_auto_is_mixed_on_cpu_and_xla_elsewhere_and_transposes_stay_native():
 def test_small_maps_skip_the_padding_and_large_ones_keep_the_direct_kernels(
     shape, kernel_shape, strides, padding, dilation):
   x, kernel = jnp.ones(shape), jnp.ones(kernel_shape)
-  direct = lambda x, kernel: convolve_module._direct(x, kernel, strides, padding, dilation, None)
+  direct = lambda x, kernel: cpu_rules.direct(x, kernel, strides, padding, dilation, None)
   assert 'conv_general_dilated' not in _primitives(direct, x, kernel)
   # The same layer on a map 8x larger meets little enough padding for YNNPACK, as do few channels.
   large = jnp.ones((shape[0], *(8 * n for n in shape[1:-1]), shape[-1]))
@@ -137,10 +139,12 @@ def test_small_maps_skip_the_padding_and_large_ones_keep_the_direct_kernels(
   assert 'conv_general_dilated' in _primitives(direct, x[..., :16], kernel[..., :16, :])
 
 
-def _kernel_gradient(impl, padding):
-  """A unit-stride 2-D convolution's jitted kernel gradient, in form ``impl``."""
+def _kernel_gradient(impl, padding, devices=1):
+  """A unit-stride 2-D convolution's jitted kernel gradient, in form ``impl``, its batch split
+  over ``devices`` (`conv_form.split_batch`, as the train step says it)."""
   def loss(x, kernel):
-    y = convolve(x, kernel, strides=(1, 1), padding=padding, kernel_dilation=(1, 1), impl=impl)
+    with conv_form.split_batch(devices):
+      y = convolve(x, kernel, strides=(1, 1), padding=padding, kernel_dilation=(1, 1), impl=impl)
     return jnp.sum(jnp.sin(y))
   return jax.jit(jax.grad(loss, argnums=1))
 
@@ -148,12 +152,12 @@ def _kernel_gradient(impl, padding):
 def test_the_kernel_gradient_is_summed_over_chunks_of_each_devices_batch(monkeypatch):
   """'mixed' builds a kernel gradient's patches a chunk of the batch at a time, each device on the
   examples it holds: the gradient is XLA's, and no device gathers the others' examples for it."""
-  monkeypatch.setattr(convolve_module, '_CHUNK_BYTES', 1)  # one example per chunk
+  monkeypatch.setattr(cpu_rules, 'CHUNK_BYTES', 1)  # one example per chunk
   mesh = parallel.make_mesh()
   rng = np.random.default_rng(0)
   kernel = jnp.asarray(rng.standard_normal((3, 3, 20, 24)), jnp.float32)
 
-  grad = functools.partial(_kernel_gradient, padding=((1, 1), (0, 1)))
+  grad = functools.partial(_kernel_gradient, padding=((1, 1), (0, 1)), devices=mesh.size)
 
   # 3 examples on each of 4 devices; 6 examples do not split 4 ways: one loop over all of them.
   for batch, sharding in ((12, parallel.batch_sharded(mesh)), (6, parallel.replicated(mesh))):
@@ -166,8 +170,8 @@ def test_the_kernel_gradient_is_summed_over_chunks_of_each_devices_batch(monkeyp
   # Under shard_map (the 'pmap' mode) each device holds only its own 4 examples: it loops over
   # them all, one per chunk, rather than splitting them again by the device count.
   def per_device(impl):
-    return jax.jit(jax.shard_map(grad(impl), mesh=mesh, in_specs=(P(AXIS), P()), out_specs=P(AXIS),
-                                 check_vma=False))
+    return jax.jit(jax.shard_map(_kernel_gradient(impl, ((1, 1), (0, 1))), mesh=mesh,
+                                 in_specs=(P(AXIS), P()), out_specs=P(AXIS), check_vma=False))
 
   x = jax.device_put(rng.standard_normal((16, 6, 5, 20)).astype(np.float32),
                      parallel.batch_sharded(mesh))
@@ -183,7 +187,7 @@ def test_a_small_maps_kernel_gradient_is_summed_tap_by_tap_on_each_devices_batch
   rng = np.random.default_rng(1)
   kernel = jnp.asarray(rng.standard_normal((3, 3, 256, 128)) / np.sqrt(9 * 256), jnp.float32)
 
-  grad = functools.partial(_kernel_gradient, padding=((1, 1), (1, 1)))
+  grad = functools.partial(_kernel_gradient, padding=((1, 1), (1, 1)), devices=mesh.size)
 
   for size, loops in ((4, False), (8, True)):
     x = jax.device_put(rng.standard_normal((8, size, size, 256)).astype(np.float32),
@@ -194,7 +198,8 @@ def test_a_small_maps_kernel_gradient_is_summed_tap_by_tap_on_each_devices_batch
     assert ('while' in program) == loops and 'all-gather' not in program
 
   # Under shard_map (the 'pmap' mode) each device's taps cover only its own examples.
-  per_device = lambda impl: jax.jit(jax.shard_map(grad(impl), mesh=mesh, in_specs=(P(AXIS), P()),
+  per_device = lambda impl: jax.jit(jax.shard_map(_kernel_gradient(impl, ((1, 1), (1, 1))),
+                                                  mesh=mesh, in_specs=(P(AXIS), P()),
                                                   out_specs=P(AXIS), check_vma=False))
   x = jax.device_put(rng.standard_normal((8, 4, 4, 256)).astype(np.float32),
                      parallel.batch_sharded(mesh))
@@ -241,3 +246,38 @@ def test_a_whole_model_trains_the_same_in_every_form(name, kwargs, shape):
   for impl in ('matmul', 'mixed'):
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
                            grads(impl), want)
+
+
+class _WideConv(nn.Module):
+  """Wide enough for 'mixed''s own rule."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    return nn.Dense(3)(L.Conv(24, 3)(x).mean((1, 2)))
+
+
+@pytest.mark.parametrize('mode,devices', [('jit', 4), ('pmap', 1)])
+def test_the_train_step_says_over_how_many_devices_its_batch_is_split(monkeypatch, mode, devices):
+  """The device-group count reaches 'mixed' from the train step that knows it: the mesh's size
+  for a global program, 1 for a per-device one."""
+  from cnn_jax.train import loop, optim, steps  # pylint: disable=g-import-not-at-top
+  from experiments import base  # pylint: disable=g-import-not-at-top
+  seen = []
+  told = conv_form.batch_groups
+  monkeypatch.setattr(conv_form, 'batch_groups', lambda: seen.append(told()) or seen[-1])
+  config = base.get_config()
+  config.parallel.mode = mode
+  mesh = parallel.make_mesh()
+  assert mesh.size == 4
+  model = _WideConv()
+  schedule = optim.learning_rate(config.optim, 1, 1)
+  tx = optim.create(config.optim, schedule)
+  state = jax.jit(loop.state_initializer(model, tx, (6, 6, 20), config),
+                  out_shardings=parallel.replicated(mesh))()
+  batch = {'image': jnp.ones((8, 6, 6, 20)), 'label': jnp.zeros((8,), jnp.int32)}
+  seen.clear()  # the initialisation's forward pass is no step's
+  with convolve_module.use('mixed'):
+    steps.make_train_step(model, tx, schedule, config, mesh).lower(state, batch)
+  assert seen and set(seen) == {devices}
+  assert conv_form.batch_groups() == 1  # outside the step

@@ -16,7 +16,7 @@ from jax import lax
 
 from cnn_jax import arithmetic
 from cnn_jax.arithmetic import Padding
-from cnn_jax.layers import convolve, taps
+from cnn_jax.layers import cpu_rules, taps
 
 IntOrSeq = int | Sequence[int]
 
@@ -46,7 +46,7 @@ def max_pool(x: jax.Array, window_shape: IntOrSeq, strides: IntOrSeq | None = No
   a time, a reverse-mode-only rule like that form's convolutions: on CPUs XLA's own scatter is
   several times slower (``./launch.sh bench --only=max_pool``; docs/performance.md)."""
   window, strides, pads = _resolve(x, window_shape, strides, padding)
-  if convolve.resolve() == 'mixed':
+  if cpu_rules.in_force():
     return _max_pool(x, window, strides, pads)
   return _reduce(x, -jnp.inf, lax.max, window, strides, pads)
 

@@ -19,6 +19,7 @@ from flax.training.dynamic_scale import DynamicScale
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec
 
+from cnn_jax import conv_form
 from cnn_jax.data import augment, mixing
 from cnn_jax.train import losses, metrics, parallel
 from cnn_jax.train.state import TrainState
@@ -108,7 +109,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
     mean = lambda x: x / parts
     return jax.tree_util.tree_map(mean, grads), (mean(loss), mean(accuracy), batch_stats)
 
-  def step(state: TrainState, batch: dict):
+  def update(state: TrainState, batch: dict):
     key = _step_key(config.seed, state.step, per_device)
     rngs = _rngs(key)
     images, labels, partner_labels, weight = batch['image'], batch['label'], batch['label'], None
@@ -157,6 +158,11 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
     if dynamic_scale is not None:
       logs['loss_scale'] = dynamic_scale.scale
     return new_state, logs
+
+  def step(state: TrainState, batch: dict):
+    # The batch is split over the mesh's devices (a per-device program holds one share).
+    with conv_form.split_batch(1 if per_device else mesh.size):
+      return update(state, batch)
 
   if per_device:
     step = jax.shard_map(step, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(AXIS)),
