@@ -11,6 +11,7 @@
 #   ./launch.sh --print_config [--config=...]   the resolved config, one flag per field
 #   ./launch.sh notebooks [ARGS] execute notebooks/*.ipynb into runs/notebooks/ (.ipynb + .html)
 #   ./launch.sh bench [ARGS]     set up with the [bench] extra, then run benchmarks/run.py
+#   ./launch.sh bench --tables   rewrite the docs' benchmark tables from benchmarks/results/*.json
 #   ./launch.sh lock             re-resolve setup.cfg's ranges in a scratch venv into requirements.lock
 set -euo pipefail
 # Training and `models` run where the user is, so the paths they type (--workdir, --config, a
@@ -79,7 +80,10 @@ case "${1:-}" in
     shift; setup dev; cd "$ROOT"
     exec "$VENV/bin/python" notebooks/execute.py "$@" ;;
   bench)
-    shift; setup dev,bench; cd "$ROOT"
+    shift
+    # Rewriting the docs' tables from stored results needs no PyTorch.
+    if [ "${1:-}" = --tables ]; then setup dev; else setup dev,bench; fi
+    cd "$ROOT"
     exec "$VENV/bin/python" benchmarks/run.py "$@" ;;
   lock)
     cd "$ROOT"

@@ -3,6 +3,7 @@ run.
 
   ./launch.sh bench                                # everything, JSON to stdout
   ./launch.sh bench --only=train_step --rounds=3 --out=bench.json
+  ./launch.sh bench --tables                       # the docs' tables from benchmarks/results/
 
 * ``train_step``: cnn_jax's own jitted train step (examples/s, compile seconds, achieved FLOP/s
   (the model's own count of multiply-adds) and its fraction of the same run's matmul peak, peak
@@ -40,7 +41,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from benchmarks import jpeg_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import jpeg_pipeline, tables  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # name: (registered model, kwargs, one example's shape, classes, batch, GPU only)
 MODELS = {
@@ -427,8 +428,13 @@ def main() -> None:
   parser.add_argument('--jpeg_batches', type=int, default=30,
                       help='timed batches of 32 JPEGs per jpeg_pipeline configuration')
   parser.add_argument('--out', help='also write the JSON here')
+  parser.add_argument('--tables', action='store_true',
+                      help="rewrite the docs' tables from benchmarks/results/*.json; run nothing")
   parser.add_argument('--worker', nargs='+', help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.tables:
+    print('Rewrote the benchmark tables in', ', '.join(tables.write()))
+    return
   if args.worker:
     kind, *rest = args.worker
     if kind in ('jax', 'pipeline', 'peak', 'max_pool'):  # what a launch sets before JAX starts

@@ -9,6 +9,7 @@ import re
 import nbformat
 import pytest
 
+from cnn_jax import generated
 from cnn_jax.models import table
 from tests.test_train import REPO
 
@@ -50,5 +51,26 @@ def test_every_figure_shown_is_drawn_by_a_notebook():
 @pytest.mark.slow
 def test_the_zoo_table_is_the_one_the_registry_generates():
   text = _text(os.path.join('docs', 'models.md'))
-  stored = table.BEGIN + text.split(table.BEGIN, 1)[1].split(table.END, 1)[0] + table.END
-  assert stored == table.markdown(), 'stale: run ./launch.sh models --table docs/models.md'
+  assert generated.stored(text, table.BEGIN, table.END) == table.markdown(), (
+      'stale: run ./launch.sh models --table docs/models.md')
+
+
+def test_the_benchmark_tables_are_the_ones_their_json_generates():
+  from benchmarks import tables  # pylint: disable=g-import-not-at-top
+  found = 0
+  for path in tables.documents():
+    text = _text(os.path.relpath(path, REPO))
+    for begin in tables.markers(text):
+      found += 1
+      assert generated.stored(text, begin, tables.END) == tables.section(begin), (
+          f'stale: run ./launch.sh bench --tables ({begin})')
+  assert found >= 7  # CPU and GPU train steps, max pool, pipelines, JPEGs on both, compile cache
+
+
+def test_a_benchmark_table_says_which_cpu_family_it_was_measured_on():
+  from benchmarks import run, tables  # pylint: disable=g-import-not-at-top
+  line = tables.machine({'date': '2026-12-05', 'machine': {
+      'backend': 'cpu', 'cpu': run.cpu(), 'cpu_count': 2, 'jax': '0.10.2',
+      'matmul_size': 2048, 'matmul_gflops': {'float32': 180.6}}})
+  assert line.startswith('*2026-12-05; ') and f'{run.cpu()["model"]} (' in line
+  assert '2 cores' in line and '181 GFLOP/s (float32)' in line

@@ -149,7 +149,11 @@ def load(name: str, split: str, data_dir: str | None = None, folder: str | None 
     ConfigError: an unknown dataset, or a split it does not have (the message lists its splits).
   """
   data_dir = os.path.expanduser(data_dir or DEFAULT_DATA_DIR)
-  builder = _builder(name, data_dir, folder, holdout_fraction)
+  return _source(_builder(name, data_dir, folder, holdout_fraction), name, split, data_dir)
+
+
+def _source(builder, name: str, split: str, data_dir: str) -> Source:
+  """``split`` of the dataset ``builder`` opens (`load`)."""
   _check_split(builder, name, split)
   features = builder.info.features
   image_shape = tuple(features['image'].shape)
@@ -178,11 +182,20 @@ def for_config(data, split: str) -> Source:
   return load(data.name, split, data.data_dir, data.get('folder'), data.get('holdout_fraction', 0.1))
 
 
+def _config_builder(data):
+  return _builder(data.name, _data_dir(data), data.get('folder'),
+                  data.get('holdout_fraction', 0.1))
+
+
+def _data_dir(data) -> str:
+  return os.path.expanduser(data.data_dir or DEFAULT_DATA_DIR)
+
+
 AUTO = 'auto'
 ROLES = ('train', 'val', 'test')
 
 
-def run_splits(data) -> dict[str, str]:
+def run_splits(data, builder=None) -> dict[str, str]:
   """The split specs a run trains on, validates on (each evaluation during training, and the
   choice of the best checkpoint) and tests on once at the end (``''``: no test split).
 
@@ -191,12 +204,12 @@ def run_splits(data) -> dict[str, str]:
   the slice is a random subset, the same at every launch) and trains on the rest;
   ``test_split='auto'`` takes ``test`` where the dataset has one. A run saved before the
   validation split existed evaluated ``eval_split``: that is its val split, and it has no test.
+  ``builder``: the dataset's, where the caller has it open.
   """
   if 'val_split' not in data:
     return {'train': data.train_split, 'val': data.eval_split, 'test': ''}
-  data_dir = os.path.expanduser(data.data_dir or DEFAULT_DATA_DIR)
   # Unprepared, a dataset names no splits: loading it fails next, saying how to prepare it.
-  names = set(_builder(data.name, data_dir, data.get('folder'), data.holdout_fraction).info.splits)
+  names = set((builder or _config_builder(data)).info.splits)
   train, val, test = data.train_split, data.val_split, data.test_split
   if val == AUTO and 'validation' in names:
     val = 'validation'
@@ -213,3 +226,13 @@ def run_splits(data) -> dict[str, str]:
   if test == AUTO:
     test = 'test' if 'test' in names else ''
   return {'train': train, 'val': val, 'test': test}
+
+
+def run_sources(data) -> tuple[dict[str, str], dict[str, Source | None]]:
+  """A run's split specs (`run_splits`) and each one's `Source` (None for no test split), all
+  from one opening of the dataset (a registered one's preparation checked, and its hosts synced,
+  once)."""
+  builder = _config_builder(data)
+  specs = run_splits(data, builder)
+  return specs, {role: _source(builder, data.name, spec, _data_dir(data)) if spec else None
+                 for role, spec in specs.items()}

@@ -2,11 +2,10 @@
 ``./launch.sh models --table docs/models.md`` rewrites it; a test fails when it is stale."""
 
 import importlib
-import os
 import pkgutil
 
 import experiments
-from cnn_jax import arithmetic
+from cnn_jax import arithmetic, generated
 from cnn_jax.models import registry
 
 BEGIN = '<!-- The table below is generated: ./launch.sh models --table docs/models.md -->'
@@ -45,13 +44,4 @@ def markdown() -> str:
 
 def write(path: str) -> None:
   """Replaces the generated table in ``path`` (the markers and what lies between them)."""
-  with open(path, encoding='utf-8') as f:
-    text = f.read()
-  if BEGIN not in text or END not in text:
-    raise ValueError(f'{path} has no generated table to replace: it needs the lines {BEGIN!r} '
-                     f'and {END!r}.')
-  before, rest = text.split(BEGIN, 1)
-  after = rest.split(END, 1)[1]
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    f.write(before + markdown() + after)
-  os.replace(path + '.tmp', path)
+  generated.replace(path, BEGIN, END, markdown())

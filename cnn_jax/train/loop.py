@@ -211,97 +211,155 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   launched = time.time()
-  initial.set_model_fields(config)
-  changed = workdir_lib.check_resume(config, workdir, bool(checkpoint.complete_steps(workdir)))
-  if config.resume == 'restart':
-    workdir_lib.archive(workdir)
-    changed = {}
-  mesh = parallel.make_mesh()
-  split_specs = sources.run_splits(config.data)
-  split_sources = {role: sources.for_config(config.data, spec) if spec else None
-                   for role, spec in split_specs.items()}
-  train_source, val_source = split_sources['train'], split_sources['val']
-  example_shape = pipeline.source_shape(train_source, config.data)
-  pipeline.plan(train_source, config.data)
+  run = _Run(config, workdir)
+  trained = _run_steps(run)
+  if trained is None:  # stopped by a signal, its checkpoint saved
+    return {}
+  state, val_metrics = trained
+  final = _test_at_end(run, state, val_metrics)
+  final = {'splits': run.split_specs, **final}
+  _report(workdir, final, run.split_sources, time.time() - launched,
+          max(run.total_steps - run.start_step, 0), config.checkpoint.best_metric or 'accuracy')
+  return final
 
-  # Both batch sizes are checked against the devices here, before anything compiles.
-  steps_per_epoch = pipeline.steps_per_epoch(train_source, config.batch_size, mesh)
-  pipeline.local_batch_size(config.eval_batch_size, mesh)
-  per_device = config.batch_size // mesh.devices.size
-  if per_device % config.grad_accum_steps:
-    raise ConfigError(f'config.grad_accum_steps={config.grad_accum_steps} must divide each '
-                      f"device's batch ({per_device} = {config.batch_size} over "
-                      f'{mesh.devices.size} devices); pick a divisor of {per_device}.')
-  total_steps = config.num_steps or math.ceil(config.num_epochs * steps_per_epoch)
-  schedule = optim.learning_rate(config.optim, steps_per_epoch, total_steps, config.batch_size)
-  model = build_model(config, train_source.num_classes)
-  if config.parallel.mode == 'pmap' and 'axis_name' in {f.name for f in dataclasses.fields(model)}:
-    model = model.clone(axis_name=steps.AXIS)  # per device, BatchNorm averages over 'data'
-  check_task(config, model, train_source, example_shape)
-  tx = optim.create(config.optim, schedule, *_layers_and_trainable(config, model, example_shape))
 
-  init = state_initializer(model, tx, example_shape, config)
-  replicated = parallel.replicated(mesh)
-  for name in checkpoint.unfinished(workdir):
-    logging.warning('Ignoring %s: a save that never completed (the process was stopped while '
-                    'writing it).', os.path.join(checkpoint.directory(workdir), name))
-  # The restore target costs nothing: shapes and shardings only, no initialisation.
-  state = checkpoint.restore(workdir, config, jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), jax.eval_shape(init)))
-  mngr = checkpoint.manager(workdir, config)
-  if state is None:
-    state = jax.jit(init, out_shardings=replicated)()
-    if initial.source(config):
-      state = initial.apply(state, config, model, example_shape)
-  start_step = int(jax.device_get(state.step))
-  if start_step:
-    logging.info('Resumed from %s at step %d.', checkpoint.directory(workdir), start_step)
-  if start_step >= total_steps and start_step:
-    logging.warning('The run already has %d steps, the configured total is %d: nothing left to '
-                    'train, evaluating the restored model. Raise config.num_epochs (or '
-                    'config.num_steps) to train further.', start_step, total_steps)
-  workdir_lib.record(config, workdir, start_step, changed)
-  _log_start(config, workdir, model, state, example_shape, steps_per_epoch, total_steps, start_step,
-             split_specs)
+class _Run:
+  """A run set up to train, before any step: its data, model, restored or fresh state and
+  compiled-on-first-use steps, checked against the devices (bad input fails here, before any
+  compile); and the evaluations the loop makes with them."""
 
-  train_step = steps.make_train_step(model, tx, schedule, config, mesh,
-                                     optim.kernel_constraint(config.optim))
-  eval_step = steps.make_eval_step(model, config.loss, mesh, config.parallel.mode == 'pmap')
-  writer = MetricWriter(workdir, total_steps, start_step)
-  batches = pipeline.train_batches(train_source, config, mesh, start_step)
-  # On CPU a queue of many steps with cross-device reductions can abort XLA; wait often there.
-  sync_every = 4 if jax.default_backend() == 'cpu' else config.log_every
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config, self.workdir = config, workdir
+    initial.set_model_fields(config)
+    changed = workdir_lib.check_resume(config, workdir, bool(checkpoint.complete_steps(workdir)))
+    if config.resume == 'restart':
+      workdir_lib.archive(workdir)
+      changed = {}
+    mesh = self.mesh = parallel.make_mesh()
+    self.split_specs, self.split_sources = sources.run_sources(config.data)
+    train_source = self.split_sources['train']
+    example_shape = pipeline.source_shape(train_source, config.data)
+    pipeline.plan(train_source, config.data)
 
-  def evaluate_on(variables, source) -> dict[str, float]:
-    return steps.evaluate(eval_step, variables, pipeline.eval_batches(source, config, mesh))
+    # Both batch sizes are checked against the devices here, before anything compiles.
+    steps_per_epoch = pipeline.steps_per_epoch(train_source, config.batch_size, mesh)
+    pipeline.local_batch_size(config.eval_batch_size, mesh)
+    per_device = config.batch_size // mesh.devices.size
+    if per_device % config.grad_accum_steps:
+      raise ConfigError(f'config.grad_accum_steps={config.grad_accum_steps} must divide each '
+                        f"device's batch ({per_device} = {config.batch_size} over "
+                        f'{mesh.devices.size} devices); pick a divisor of {per_device}.')
+    self.total_steps = config.num_steps or math.ceil(config.num_epochs * steps_per_epoch)
+    schedule = optim.learning_rate(config.optim, steps_per_epoch, self.total_steps,
+                                   config.batch_size)
+    model = build_model(config, train_source.num_classes)
+    if config.parallel.mode == 'pmap' and 'axis_name' in {
+        f.name for f in dataclasses.fields(model)}:
+      model = model.clone(axis_name=steps.AXIS)  # per device, BatchNorm averages over 'data'
+    check_task(config, model, train_source, example_shape)
+    tx = optim.create(config.optim, schedule, *_layers_and_trainable(config, model, example_shape))
 
-  def run_eval(state) -> dict[str, float]:
+    init = state_initializer(model, tx, example_shape, config)
+    replicated = parallel.replicated(mesh)
+    for name in checkpoint.unfinished(workdir):
+      logging.warning('Ignoring %s: a save that never completed (the process was stopped while '
+                      'writing it).', os.path.join(checkpoint.directory(workdir), name))
+    # The restore target costs nothing: shapes and shardings only, no initialisation.
+    state = checkpoint.restore(workdir, config, jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+        jax.eval_shape(init)))
+    self.mngr = checkpoint.manager(workdir, config)
+    if state is None:
+      state = jax.jit(init, out_shardings=replicated)()
+      if initial.source(config):
+        state = initial.apply(state, config, model, example_shape)
+    self.state = state
+    start_step = self.start_step = int(jax.device_get(state.step))
+    if start_step:
+      logging.info('Resumed from %s at step %d.', checkpoint.directory(workdir), start_step)
+    if start_step >= self.total_steps and start_step:
+      logging.warning('The run already has %d steps, the configured total is %d: nothing left to '
+                      'train, evaluating the restored model. Raise config.num_epochs (or '
+                      'config.num_steps) to train further.', start_step, self.total_steps)
+    workdir_lib.record(config, workdir, start_step, changed)
+    _log_start(config, workdir, model, state, example_shape, steps_per_epoch, self.total_steps,
+               start_step, self.split_specs)
+
+    self.train_step = steps.make_train_step(model, tx, schedule, config, mesh,
+                                            optim.kernel_constraint(config.optim))
+    self.eval_step = steps.make_eval_step(model, config.loss, mesh, config.parallel.mode == 'pmap')
+    self.writer = MetricWriter(workdir, self.total_steps, start_step)
+    self.batches = pipeline.train_batches(train_source, config, mesh, start_step)
+
+  def evaluate_on(self, variables: dict, source: sources.Source) -> dict[str, float]:
+    return steps.evaluate(self.eval_step, variables,
+                          pipeline.eval_batches(source, self.config, self.mesh))
+
+  def validate(self, state: TrainState) -> dict[str, float]:
+    """The val split's figures, logged and printed with where the best checkpoint stands."""
     step = int(state.step)
-    results = evaluate_on(state.variables(use_ema=bool(config.ema_decay)), val_source)
-    writer.write(step, results, 'val')
-    best = writer.best('val', checkpoint.ranking(config.checkpoint.best_metric or 'accuracy',
-                                                 config.checkpoint.best_mode))
-    writer.line(f'step {step}/{total_steps}: val ' + _metrics_text(results)
-                + ('  (best so far)' if best == step else f'  (best: step {best})'))
+    results = self.evaluate_on(state.variables(use_ema=bool(self.config.ema_decay)),
+                               self.split_sources['val'])
+    self.writer.write(step, results, 'val')
+    checkpoints = self.config.checkpoint
+    best = self.writer.best('val', checkpoint.ranking(checkpoints.best_metric or 'accuracy',
+                                                      checkpoints.best_mode))
+    self.writer.line(f'step {step}/{self.total_steps}: val ' + _metrics_text(results)
+                     + ('  (best so far)' if best == step else f'  (best: step {best})'))
+    if not np.isfinite(results['loss']):
+      raise self.diverged(f'The eval loss became {results["loss"]}', step)
     return results
 
-  def diverged(what: str, step: int) -> FloatingPointError:
-    mngr.wait_until_finished()
+  def diverged(self, what: str, step: int) -> FloatingPointError:
+    self.mngr.wait_until_finished()
     return FloatingPointError(
-        f'{what} by step {step}. The last checkpoint (step {mngr.latest_step()}, all finite) in '
-        f'{checkpoint.directory(workdir)} is kept and a rerun resumes from it; lower '
+        f'{what} by step {step}. The last checkpoint (step {self.mngr.latest_step()}, all finite) '
+        f'in {checkpoint.directory(self.workdir)} is kept and a rerun resumes from it; lower '
         'config.optim.lr, add config.optim.clip_norm, or check the inputs.')
 
-  started = time.time()
-  eval_metrics, pending, last_log = {}, [], (started, start_step)
-  saver = checkpoint.Saver(mngr, workdir)
+
+class _TrainScalars:
+  """The steps' logs since the last write: checked finite, averaged and written with the rate
+  (`write`), every ``log_every`` steps and before every save, so no diverged state is saved."""
+
+  def __init__(self, run: _Run):
+    self.run, self.pending = run, []
+    self.since = (time.time(), run.start_step)
+
+  def add(self, logs: dict) -> None:
+    self.pending.append(logs)
+
+  def write(self, done: int) -> None:
+    history, self.pending = jax.device_get(self.pending), []
+    for name in ('loss', 'param_norm'):
+      values = np.asarray([h[name] for h in history])
+      if not np.all(np.isfinite(values)):
+        raise self.run.diverged(f'The training {name.replace("_", " ")} became '
+                                f'{values[~np.isfinite(values)][0]}', done)
+    scalars = {k: float(np.mean([h[k] for h in history])) for k in history[-1]}
+    scalars['steps_per_second'] = (done - self.since[1]) / max(time.time() - self.since[0], 1e-9)
+    scalars['examples_per_second'] = scalars['steps_per_second'] * self.run.config.batch_size
+    self.since = (time.time(), done)
+    self.run.writer.write(done, scalars, 'train')
+    self.run.writer.progress(done, {'loss': scalars['loss'], 'accuracy': scalars['accuracy']})
+
+
+def _run_steps(run: _Run) -> tuple[TrainState, dict[str, float]] | None:
+  """Trains from the run's start to its total steps, with the logs, evaluations and saves due at
+  each; returns the last state and its val figures, or None where a signal stopped the run (its
+  checkpoint saved)."""
+  config, state = run.config, run.state
+  # On CPU a queue of many steps with cross-device reductions can abort XLA; wait often there.
+  sync_every = 4 if jax.default_backend() == 'cpu' else config.log_every
+  scalars, saver = _TrainScalars(run), checkpoint.Saver(run.mngr, run.workdir)
+  val_metrics, started = {}, time.time()
   try:
     # The logs close inside the try: a close that cannot flush is a failed write like any other.
-    with preemption.stop_on_signals() as stop, writer:
-      for step in range(start_step, total_steps):
-        state, logs = train_step(state, next(batches))
-        pending.append(logs)
-        if step == start_step:  # compiling is part of the first step: say what it cost
+    with preemption.stop_on_signals() as stop, run.writer:
+      for step in range(run.start_step, run.total_steps):
+        state, logs = run.train_step(state, next(run.batches))
+        scalars.add(logs)
+        if step == run.start_step:  # compiling is part of the first step: say what it cost
           jax.block_until_ready(logs)
           logging.info('First step done in %.1f s (compiling included).', time.time() - started)
         done = step + 1
@@ -311,40 +369,24 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
           saver.poll()  # a failed save stops the run here
         # Several processes must stop at the same step: they compare notes at sync points only.
         stopping = (synced or jax.process_count() == 1) and stop.agreed()
-        is_last = done == total_steps
-        evaluate = done % config.eval_every == 0 or is_last
+        evaluate = done % config.eval_every == 0 or done == run.total_steps
         save = evaluate or done % config.checkpoint.every == 0 or stopping
-        # Every save is preceded by the finite checks, so no diverged state is ever written.
         if done % config.log_every == 0 or save:
-          history = jax.device_get(pending)
-          pending = []
-          for name in ('loss', 'param_norm'):
-            values = np.asarray([h[name] for h in history])
-            if not np.all(np.isfinite(values)):
-              raise diverged(f'The training {name.replace("_", " ")} became '
-                             f'{values[~np.isfinite(values)][0]}', done)
-          scalars = {k: float(np.mean([h[k] for h in history])) for k in history[-1]}
-          elapsed = time.time() - last_log[0]
-          scalars['steps_per_second'] = (done - last_log[1]) / max(elapsed, 1e-9)
-          scalars['examples_per_second'] = scalars['steps_per_second'] * config.batch_size
-          last_log = (time.time(), done)
-          writer.write(done, scalars, 'train')
-          writer.progress(done, {'loss': scalars['loss'], 'accuracy': scalars['accuracy']})
+          scalars.write(done)
         if evaluate:
-          eval_metrics = run_eval(state)
-          if not np.isfinite(eval_metrics['loss']):
-            raise diverged(f'The eval loss became {eval_metrics["loss"]}', done)
-          state = optim.plateau_update(state, eval_metrics, config.optim)
+          val_metrics = run.validate(state)
+          state = optim.plateau_update(state, val_metrics, config.optim)
         if save:
-          saver.save(state, eval_metrics if evaluate else None)
+          saver.save(state, val_metrics if evaluate else None)
         if stopping:
           saver.confirm()
           if jax.process_index() == 0:
-            print(f'Stopped by {stop.name} at step {done}/{total_steps}; checkpoint saved in '
-                  f'{checkpoint.directory(workdir)}. Run the same command to resume.', flush=True)
-          return {}
-      if not eval_metrics:  # resumed at the end: report the restored model
-        eval_metrics = run_eval(state)
+            print(f'Stopped by {stop.name} at step {done}/{run.total_steps}; checkpoint saved in '
+                  f'{checkpoint.directory(run.workdir)}. Run the same command to resume.',
+                  flush=True)
+          return None
+      if not val_metrics:  # resumed at the end: report the restored model
+        val_metrics = run.validate(state)
       saver.confirm()
   except OSError as error:
     if error.errno not in WRITE_ERRORS:
@@ -352,41 +394,36 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # A full disk may hit the logs before (or after) a save: either way, say what failed and
     # which checkpoint a rerun resumes from.
     saver.confirm()
-    raise checkpoint.write_failed(workdir, f'Writing {error.filename or "to the workdir"}',
+    raise checkpoint.write_failed(run.workdir, f'Writing {error.filename or "to the workdir"}',
                                   error.strerror or str(error)) from error
   finally:
-    batches.close()
-    checkpoint.close(mngr)
-  final = _test_at_end(config, workdir, state, writer, evaluate_on, split_sources['test'],
-                       eval_metrics, max(total_steps, start_step))
-  final = {'splits': split_specs, **final}
-  _report(workdir, final, split_sources, time.time() - launched, max(total_steps - start_step, 0),
-          config.checkpoint.best_metric or 'accuracy')
-  return final
+    run.batches.close()
+    checkpoint.close(run.mngr)
+  return state, val_metrics
 
 
-def _test_at_end(config, workdir: str, state: TrainState, writer: MetricWriter, evaluate_on,
-                 test_source: sources.Source | None, val_metrics: dict, last_step: int) -> dict:
+def _test_at_end(run: _Run, state: TrainState, val_metrics: dict) -> dict:
   """The last and the best checkpoint's val figures, and their test figures: the test split is
   evaluated here only, once on each."""
-  last = {'step': last_step, 'val': val_metrics}
+  config, test_source = run.config, run.split_sources['test']
+  last = {'step': max(run.total_steps, run.start_step), 'val': val_metrics}
   final = {'last': last}
   use_ema = bool(config.ema_decay)
   if config.checkpoint.best_metric:
     with checkpoint.quiet():
-      saved = checkpoint.manager(workdir, config, read_only=True)
+      saved = checkpoint.manager(run.workdir, config, read_only=True)
     best_step = saved.best_step()
     if best_step is not None:
-      final['best'] = {'step': best_step, 'val': writer.records['val'].get(best_step, {})}
+      final['best'] = {'step': best_step, 'val': run.writer.records['val'].get(best_step, {})}
       final['best_by'] = f'val {config.checkpoint.best_metric} ({config.checkpoint.best_mode})'
   if test_source is not None:
     variables = state.variables(use_ema)
-    last['test'] = evaluate_on(variables, test_source)
+    last['test'] = run.evaluate_on(variables, test_source)
     if 'best' in final:
       best = final['best']
       like = jax.tree_util.tree_map(
           lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), variables)
-      best['test'] = last['test'] if best['step'] == last['step'] else evaluate_on(
+      best['test'] = last['test'] if best['step'] == last['step'] else run.evaluate_on(
           checkpoint.restore_variables(saved, best['step'], like, use_ema), test_source)
   return final
 

@@ -1,0 +1,184 @@
+"""The benchmark tables of the docs, generated from the JSON in benchmarks/results/.
+
+A table sits between a first line naming its JSON file (and, where the file holds several
+benchmarks, which one) and an end line:
+
+  <!-- Generated from benchmarks/results/cpu_train_step.json: ./launch.sh bench --tables -->
+  <!-- Generated from benchmarks/results/cpu_input_pipeline.json (jpeg_pipeline): ./launch.sh bench --tables -->
+  ...
+  <!-- End of the generated table. -->
+
+``./launch.sh bench --tables`` rewrites every such table in README.md and docs/*.md from the files
+as they are now (a new result: ``./launch.sh bench --out=benchmarks/results/NAME.json``, then a
+marker where its table goes); a test fails when one is stale.
+"""
+
+import glob
+import json
+import os
+import re
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from cnn_jax import generated  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+COMMAND = './launch.sh bench --tables'
+DTYPES = ('float32', 'bfloat16', 'float16')
+MARKER = re.compile(r'<!-- Generated from (benchmarks/results/[\w.-]+\.json)(?: \((\w+)\))?: '
+                    + re.escape(COMMAND) + ' -->')
+END = '<!-- End of the generated table. -->'
+
+
+def _number(value: float) -> str:
+  """A rate as the docs print it: thousands separated, a decimal only under 100 (where the JSON
+  has one)."""
+  return f'{value:,.0f}' if value >= 100 or isinstance(value, int) else f'{value:.1f}'
+
+
+def _times(ratio: float) -> str:
+  return f'{ratio:.0f}x' if ratio >= 10 else f'{ratio:.1f}x'
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+  return ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header),
+          *('| ' + ' | '.join(row) + ' |' for row in rows)]
+
+
+def machine(result: dict) -> str:
+  """Where a result was measured, in one line: the date, the processor (a CPU's model and the
+  vector and matrix extensions that decide its kernels), the cores and the libraries."""
+  info = result.get('machine', {})
+  cpu = info.get('cpu', '')
+  if isinstance(cpu, dict):  # the model and its extensions, as benchmarks.run.cpu() records them
+    extensions = ', '.join(cpu['extensions']) or 'no AVX2'
+    cpu = f'{cpu["model"]} ({extensions})'
+  cores = info.get('cpu_count') or result.get('host_cores')
+  if info.get('backend', 'gpu') == 'cpu':
+    where = f'{cpu or "CPU"}, {cores} cores'
+  else:
+    where = f'{info.get("device") or result.get("device")}, {cores} host cores'
+  parts = [result['date'], where]
+  if info.get('jax') or result.get('jax'):
+    parts.append(f'jax {info.get("jax") or result.get("jax")}')
+  if info.get('torch'):
+    parts.append(f'PyTorch {info["torch"]}')
+  rates = info.get('matmul_gflops', {})
+  if rates:
+    unit, scale = ('TFLOP/s', 1e-3) if max(rates.values()) > 1e4 else ('GFLOP/s', 1)
+    parts.append(f"XLA's {info['matmul_size']}-square matmul at " + ', '.join(
+        f'{v * scale:,.0f} {unit} ({dtype})' for dtype, v in rates.items()))
+  return '*' + '; '.join(parts) + '.*'
+
+
+def _config(run: dict) -> str:
+  if run['framework'] == 'cnn_jax':
+    devices = run['devices']
+    return f'cnn_jax `{run["conv_impl"]}`, {devices} device{"s" if devices > 1 else ""}'
+  return 'PyTorch ' + {'nchw': 'NCHW'}.get(run['layout'], run['layout'])
+
+
+def train_step(rows: list[dict]) -> list[str]:
+  """examples/s of each configuration, per model and precision, and the best-to-best ratio."""
+  configs = []
+  for model in rows:
+    for run in model['runs']:
+      if _config(run) not in configs:
+        configs.append(_config(run))
+  body = []
+  for model in rows:
+    for dtype, ratio in sorted(model['ratio_best_to_best'].items(),
+                               key=lambda item: DTYPES.index(item[0])):
+      runs = {_config(r): r for r in model['runs'] if r['dtype'] == dtype}
+      best = lambda framework: max((r for r in runs.values() if r['framework'] == framework),
+                                   key=lambda r: r['examples_per_s'])
+      ours, theirs = best('cnn_jax'), best('torch')
+      flops = ours['achieved_gflops']
+      rate = f'{flops / 1e3:,.0f} TFLOP/s' if flops > 1e4 else f'{flops:,.0f} GFLOP/s'
+      body.append([f'`{model["model"]}`', dtype,
+                   *(_number(runs[c]['examples_per_s']) if c in runs else '-' for c in configs),
+                   f'**{ratio:.2f}x**', f'{rate}, {ours["fraction_of_matmul_peak"]:.0%}',
+                   f'{ours["compile_s"]:.1f} s',
+                   f'{ours["peak_memory_mib"]:,} / {theirs["peak_memory_mib"]:,} MiB'])
+  return _table(['model, batch ' + str(rows[0]['batch_size']), 'precision', *configs,
+                 'cnn_jax / PyTorch, best to best', "cnn_jax's best FLOP/s, share of matmul rate",
+                 'compile', 'peak memory, cnn_jax / PyTorch'], body)
+
+
+def max_pool(rows: list[dict]) -> list[str]:
+  return _table(['input', 'pool', "XLA's rule", "`'mixed'`", 'speed-up'], [
+      ['x'.join(map(str, r['input'])),
+       f'{r["window"]}x{r["window"]}/{r["stride"]}' + (
+           f" '{r['padding']}'" if r['padding'] != 'VALID' else ''),
+       f'{r["xla_ms"]:.1f} ms', f'{r["mixed_ms"]:.1f} ms', f'{r["speedup"]:.1f}x'] for r in rows])
+
+
+def input_pipeline(rows: list[dict]) -> list[str]:
+  measured = [r for r in rows if 'skipped' not in r]
+  lines = _table(['experiment', 'pipeline, images/s', 'train step, images/s', 'ratio'], [
+      [f'`{r["experiment"]}`', _number(r['pipeline_images_per_s']),
+       _number(r['step_images_per_s']), _times(r['pipeline_over_step'])] for r in measured])
+  skipped = [f'`{r["experiment"]}`' for r in rows if 'skipped' in r]
+  if skipped:
+    lines += ['', f'Not measured (their data is not prepared there): {", ".join(skipped)}.']
+  return lines
+
+
+def jpeg_pipeline(result: dict) -> list[str]:
+  rows = [[r['framework'], str(r['workers']), _number(r['images_per_s']),
+           _number(r['images_per_cpu_s'])] for r in result['runs']]
+  return _table(['pipeline', 'workers (processes; tf.data: threads)', 'images/s',
+                 'images per CPU-second'], rows)
+
+
+def jpeg_training(rows: list[dict]) -> list[str]:
+  return _table(['batch', 'train step, batch on the device', 'pipeline alone',
+                 'train step fed from JPEGs', 'fed / on device', 'model TFLOP/s'], [
+      [str(r['batch_size']), _number(r['step_images_per_s_device_resident']),
+       _number(r['pipeline_images_per_s']), _number(r['step_images_per_s_from_jpegs']),
+       f'{r["fed_over_resident"]:.2f}', f'{r["model_tflops_per_s"]:.0f}'] for r in rows])
+
+
+def compile_cache(rows: list[dict]) -> list[str]:
+  return _table(['experiment', 'first step, empty cache', 'warm cache', 'speed-up',
+                 'whole launch, empty cache', 'warm cache', 'speed-up'], [
+      [f'`{r["experiment"]}`', f'{r["cold_first_step_s"]:.2f} s', f'{r["warm_first_step_s"]:.2f} s',
+       f'**{r["first_step_speedup"]:.1f}x**', f'{r["cold_s"]:.2f} s', f'{r["warm_s"]:.2f} s',
+       f'{r["speedup"]:.1f}x'] for r in rows])
+
+
+RENDERERS = {'train_step': train_step, 'max_pool': max_pool, 'input_pipeline': input_pipeline,
+             'jpeg_pipeline': jpeg_pipeline, 'runs': jpeg_training,
+             'compile_cache': compile_cache}
+
+
+def section(begin: str) -> str:
+  """The table a marker line asks for, from its JSON as it is now, with both marker lines."""
+  match = MARKER.fullmatch(begin)
+  path, key = match.group(1), match.group(2)
+  with open(os.path.join(REPO, path), encoding='utf-8') as f:
+    result = json.load(f)
+  key = key or next(k for k in RENDERERS if k in result)
+  return '\n'.join([begin, machine(result), '', *RENDERERS[key](result[key]), END])
+
+
+def documents() -> list[str]:
+  return [os.path.join(REPO, 'README.md'), *sorted(glob.glob(os.path.join(REPO, 'docs', '*.md')))]
+
+
+def markers(text: str) -> list[str]:
+  return [m.group(0) for m in MARKER.finditer(text)]
+
+
+def write() -> list[str]:
+  """Rewrites every generated table; returns the documents that hold one."""
+  written = []
+  for path in documents():
+    with open(path, encoding='utf-8') as f:
+      found = markers(f.read())
+    for begin in found:
+      generated.replace(path, begin, END, section(begin))
+    if found:
+      written.append(os.path.relpath(path, REPO))
+  return written
