@@ -42,6 +42,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks import jpeg_pipeline, tables  # pylint: disable=g-import-not-at-top,wrong-import-position
+from cnn_jax import host  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # name: (registered model, kwargs, one example's shape, classes, batch, GPU only)
 MODELS = {
@@ -59,27 +60,6 @@ POOLS = (((64, 32, 32, 64), 2, 2, 'VALID'), ((64, 31, 31, 64), 2, 2, 'SAME'),
 EXPERIMENTS = ('default', 'mnist1d_cnn', 'mnist1d_resnet', 'mnist1d_wavenet', 'motifs_deepbind',
                'shapes_unet', 'shapes_fcn', 'shapes_segnet', 'shapes_dilated', 'mnist_lenet5',
                'cifar10_resnet18', 'imagenet_resnet50')
-
-
-# The vector and matrix extensions that decide which kernels XLA, YNNPACK and oneDNN can use.
-CPU_EXTENSIONS = ('avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16',
-                  'avx512_fp16', 'amx_tile', 'amx_bf16', 'amx_int8')
-
-
-def cpu() -> dict:
-  """The CPU's model name and which of `CPU_EXTENSIONS` it has (Linux's /proc/cpuinfo; the
-  platform's processor name elsewhere): CPU families differ in what the libraries exploit."""
-  import platform  # pylint: disable=g-import-not-at-top
-  try:
-    with open('/proc/cpuinfo', encoding='utf-8') as f:
-      fields = dict(line.split(':', 1) for line in f.read().split('\n\n')[0].splitlines()
-                    if ':' in line)
-  except OSError:
-    return {'model': platform.processor() or platform.machine(), 'extensions': []}
-  fields = {k.strip(): v.strip() for k, v in fields.items()}
-  flags = set(fields.get('flags', '').split())
-  return {'model': fields.get('model name', platform.machine()),
-          'extensions': [e for e in CPU_EXTENSIONS if e in flags]}
 
 
 def emit(report: dict, out: str | None) -> None:
@@ -157,8 +137,10 @@ def _run_train_step(config, mesh, shape: tuple, classes: int, batch: dict, steps
   return model, state, compiled, compile_s, step_s
 
 
-def jax_worker(name: str, devices: int, conv_impl: str, dtype: str, steps: int) -> dict:
-  """cnn_jax's train step, in a process whose host device count was set at its start."""
+def jax_worker(name: str, devices: int, conv_impl: str, dtype: str, tune: str, steps: int) -> dict:
+  """cnn_jax's train step, in a process whose host device count was set at its start; ``tune``:
+  'tuned' to choose each convolution's way by timing (the run's tuning file, empty at its first
+  round), 'thresholds' for the CPU rules' thresholds."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from cnn_jax import arithmetic  # pylint: disable=g-import-not-at-top
@@ -170,6 +152,7 @@ def jax_worker(name: str, devices: int, conv_impl: str, dtype: str, steps: int) 
   config.model.name, config.batch_size, config.compute_dtype = registered, batch_size, dtype
   config.model.kwargs.update(kwargs)
   config.conv_impl = conv_impl
+  config.tune_convolutions = tune == 'tuned'
   mesh = parallel.make_mesh(jax.devices()[:devices])
   rng = np.random.default_rng(0)
   batch = jax.device_put({'image': rng.standard_normal((batch_size, *shape), np.float32),
@@ -186,7 +169,7 @@ def jax_worker(name: str, devices: int, conv_impl: str, dtype: str, steps: int) 
   xla_flops = float(cost.get('flops', 0.0)) * devices
   model_flops = 6 * batch_size * arithmetic.summarize(model, (1, *shape), print_fn=None).total_macs
   return {'framework': 'cnn_jax', 'devices': devices, 'conv_impl': conv_impl, 'dtype': dtype,
-          'params': sum(x.size for x in jax.tree_util.tree_leaves(state.params)),
+          'tuned': config.tune_convolutions, 'params': sum(x.size for x in jax.tree_util.tree_leaves(state.params)),
           'compile_s': round(compile_s, 2), 'step_s': round(step_s, 5),
           'examples_per_s': round(batch_size / step_s, 1), 'xla_flops_per_step': xla_flops,
           'model_flops_per_step': model_flops,
@@ -285,14 +268,17 @@ def _spawn(args: list[str], devices: int = 1) -> dict:
 def _configurations(name: str, gpu: bool, devices: int) -> list[tuple[list[str], int]]:
   """(worker arguments, host devices) of every configuration of one model."""
   if gpu:
-    jax_runs = [(['jax', name, '1', 'auto', dtype], 1) for dtype in ('float32', 'bfloat16')]
+    jax_runs = [(['jax', name, '1', 'auto', dtype, 'thresholds'], 1)
+                for dtype in ('float32', 'bfloat16')]
     torch_runs = [(['torch', name, 'nchw', 'float32'], 1),
                   (['torch', name, 'channels_last', 'float32'], 1),
                   (['torch', name, 'channels_last', 'bfloat16'], 1)]
   else:
-    jax_runs = [(['jax', name, '1', 'xla', 'float32'], 1),
-                (['jax', name, '1', 'auto', 'float32'], 1),
-                (['jax', name, str(devices), 'auto', 'float32'], devices)]
+    # The launch's default last: a device per core, each convolution's way timed here.
+    jax_runs = [(['jax', name, '1', 'xla', 'float32', 'thresholds'], 1),
+                (['jax', name, '1', 'auto', 'float32', 'tuned'], 1),
+                (['jax', name, str(devices), 'auto', 'float32', 'thresholds'], devices),
+                (['jax', name, str(devices), 'auto', 'float32', 'tuned'], devices)]
     torch_runs = [(['torch', name, 'nchw', 'float32'], 1),
                   (['torch', name, 'channels_last', 'float32'], 1)]
   return jax_runs + torch_runs
@@ -304,12 +290,18 @@ def train_step_benchmarks(models: list[str], rounds: int, steps: int, devices: i
   for name in models:
     configurations = _configurations(name, gpu, devices)
     best: dict[int, dict] = {}
+    first_compile: dict[int, float] = {}
     for _ in range(rounds):  # every configuration once per round, in turn
       for index, (args, count) in enumerate(configurations):
         result = _spawn([*args, str(steps)], count)
+        # The first round's: a tuned configuration times its convolutions there (empty file).
+        first_compile.setdefault(index, result.get('compile_s'))
         if index not in best or result['examples_per_s'] > best[index]['examples_per_s']:
           best[index] = result
     results = [best[i] for i in range(len(configurations))]
+    for index, result in enumerate(results):
+      if result['framework'] == 'cnn_jax':
+        result['first_compile_s'] = first_compile[index]
     counts = {r['params'] for r in results}
     if len(counts) != 1:
       raise RuntimeError(f'{name}: the twins differ in parameter count: {results}')
@@ -360,8 +352,6 @@ def pipeline_worker(experiment: str, batches: int) -> dict:
 def _launch_devices(experiment: str) -> int:
   """The host devices a launch of ``experiment`` makes on this machine (`host.configure`)."""
   import importlib  # pylint: disable=g-import-not-at-top
-  from cnn_jax import host  # pylint: disable=g-import-not-at-top
-
   return host.launch_devices(importlib.import_module(f'experiments.{experiment}').get_config())
 
 
@@ -438,10 +428,9 @@ def main() -> None:
   if args.worker:
     kind, *rest = args.worker
     if kind in ('jax', 'pipeline', 'peak', 'max_pool'):  # what a launch sets before JAX starts
-      from cnn_jax import host  # pylint: disable=g-import-not-at-top
       host.keep_freed_memory()
     if kind == 'jax':
-      result = jax_worker(rest[0], int(rest[1]), rest[2], rest[3], int(rest[4]))
+      result = jax_worker(rest[0], int(rest[1]), rest[2], rest[3], rest[4], int(rest[5]))
     elif kind == 'torch':
       result = torch_worker(rest[0], rest[1], rest[2], int(rest[3]))
     elif kind == 'max_pool':
@@ -466,7 +455,7 @@ def main() -> None:
   peak = _spawn(['peak'])
   report = {'date': time.strftime('%Y-%m-%d'),
             'machine': {'backend': jax.default_backend(), 'device': jax.devices()[0].device_kind,
-                        'cpu': cpu(),
+                        'cpu': host.cpu(),
                         'cpu_count': os.cpu_count(), 'jax': jax.__version__,
                         'python': platform.python_version(), **peak}}
   try:
@@ -478,8 +467,18 @@ def main() -> None:
   if 'train_step' in only:
     models = args.models.split(',') if args.models else [
         name for name, spec in MODELS.items() if gpu or not spec[5]]
-    report['train_step'] = train_step_benchmarks(models, args.rounds, args.steps, args.devices,
-                                                 gpu, peak)
+    # The run's own tuning file, empty at the first round: its choices go into the report.
+    scratch = tempfile.mkdtemp(prefix='cnn_jax-tuning-')
+    tuning_file = os.environ['CNN_JAX_TUNING_FILE'] = os.path.join(scratch, 'tuning.json')
+    try:
+      report['train_step'] = train_step_benchmarks(models, args.rounds, args.steps, args.devices,
+                                                   gpu, peak)
+      if os.path.exists(tuning_file):
+        with open(tuning_file, encoding='utf-8') as f:
+          report['tuning'] = json.load(f)
+    finally:
+      del os.environ['CNN_JAX_TUNING_FILE']
+      shutil.rmtree(scratch)
   if 'input_pipeline' in only:
     report['input_pipeline'] = [
         _spawn(['pipeline', name, str(args.batches)], _launch_devices(name)) for name in EXPERIMENTS]

@@ -51,7 +51,7 @@ def machine(result: dict) -> str:
   vector and matrix extensions that decide its kernels), the cores and the libraries."""
   info = result.get('machine', {})
   cpu = info.get('cpu', '')
-  if isinstance(cpu, dict):  # the model and its extensions, as benchmarks.run.cpu() records them
+  if isinstance(cpu, dict):  # the model and its extensions, as cnn_jax.host.cpu() gives them
     extensions = ', '.join(cpu['extensions']) or 'no AVX2'
     cpu = f'{cpu["model"]} ({extensions})'
   cores = info.get('cpu_count') or result.get('host_cores')
@@ -75,7 +75,8 @@ def machine(result: dict) -> str:
 def _config(run: dict) -> str:
   if run['framework'] == 'cnn_jax':
     devices = run['devices']
-    return f'cnn_jax `{run["conv_impl"]}`, {devices} device{"s" if devices > 1 else ""}'
+    return (f'cnn_jax `{run["conv_impl"]}`, {devices} device{"s" if devices > 1 else ""}'
+            + (', tuned' if run.get('tuned') else ''))
   return 'PyTorch ' + {'nchw': 'NCHW'}.get(run['layout'], run['layout'])
 
 
@@ -99,11 +100,12 @@ def train_step(rows: list[dict]) -> list[str]:
       body.append([f'`{model["model"]}`', dtype,
                    *(_number(runs[c]['examples_per_s']) if c in runs else '-' for c in configs),
                    f'**{ratio:.2f}x**', f'{rate}, {ours["fraction_of_matmul_peak"]:.0%}',
-                   f'{ours["compile_s"]:.1f} s',
+                   (f'{ours["first_compile_s"]:.1f} / ' if 'first_compile_s' in ours else '')
+                   + f'{ours["compile_s"]:.1f} s',
                    f'{ours["peak_memory_mib"]:,} / {theirs["peak_memory_mib"]:,} MiB'])
   return _table(['model, batch ' + str(rows[0]['batch_size']), 'precision', *configs,
                  'cnn_jax / PyTorch, best to best', "cnn_jax's best FLOP/s, share of matmul rate",
-                 'compile', 'peak memory, cnn_jax / PyTorch'], body)
+                 'compile (first launch / later)', 'peak memory, cnn_jax / PyTorch'], body)
 
 
 def max_pool(rows: list[dict]) -> list[str]:

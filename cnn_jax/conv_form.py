@@ -1,6 +1,7 @@
 """Which form convolutions compute in (`cnn_jax.layers.convolve` lists them): ``use(impl)`` for
-everything traced inside a block, ``resolve()`` for the form in force; and ``split_batch(n)``, how
-many devices the traced batch is split over. Apart from the layers, so that what sets or reads
+everything traced inside a block, ``resolve()`` for the form in force; ``split_batch(n)``, how
+many devices the traced batch is split over; and ``tuning(path)``, where the ways measured on this
+machine are kept (`cnn_jax.layers.tuning`). Apart from the layers, so that what sets or reads
 them (the layers, the train step, `cnn_jax.arithmetic`'s tracer) imports nothing else."""
 
 import contextlib
@@ -12,6 +13,7 @@ import jax
 IMPLS = ('auto', 'xla', 'matmul', 'mixed')
 _default = contextvars.ContextVar('conv_impl', default='auto')
 _batch_groups = contextvars.ContextVar('batch_groups', default=1)
+_tuning = contextvars.ContextVar('tuning', default=None)
 
 
 @contextlib.contextmanager
@@ -56,3 +58,20 @@ def split_batch(devices: int) -> Iterator[None]:
 def batch_groups() -> int:
   """The number of devices `split_batch` says the traced batch is split over."""
   return _batch_groups.get()
+
+
+@contextlib.contextmanager
+def tuning(path: str | None) -> Iterator[None]:
+  """Makes the CPU rules traced inside the block choose each convolution's way by timing it on
+  this machine, keeping the choices in the file at ``path`` (`cnn_jax.layers.tuning`); None (the
+  default) leaves the choice to the rules' thresholds."""
+  token = _tuning.set(path)
+  try:
+    yield
+  finally:
+    _tuning.reset(token)
+
+
+def tuning_file() -> str | None:
+  """The file `tuning` names for what is traced now, or None."""
+  return _tuning.get()

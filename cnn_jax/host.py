@@ -14,7 +14,9 @@ memory in the process for the next step removes them.
 """
 
 import ctypes
+import functools
 import os
+import platform
 import sys
 
 DEVICE_COUNT_FLAG = '--xla_force_host_platform_device_count'
@@ -29,9 +31,40 @@ def cache_directory() -> str:
   return os.path.join(root, 'cnn_jax', 'jax')
 
 
+def tuning_file() -> str | None:
+  """Where the ways each convolution measured fastest on this machine are kept
+  (`cnn_jax.layers.tuning`): ``$CNN_JAX_TUNING_FILE``, empty for no tuning, else
+  ``tuning.json`` beside the compilation cache."""
+  path = os.environ.get('CNN_JAX_TUNING_FILE')
+  if path is None:
+    return os.path.join(os.path.dirname(cache_directory()), 'tuning.json')
+  return path or None
+
+
 def host_devices(cores: int, batch_sizes: list[int]) -> int:
   """The most CPU devices, at most one per core, that every batch size divides into."""
   return max(d for d in range(1, max(cores, 1) + 1) if all(b % d == 0 for b in batch_sizes))
+
+
+# The vector and matrix extensions that decide which kernels XLA, YNNPACK and oneDNN can use.
+CPU_EXTENSIONS = ('avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16',
+                  'avx512_fp16', 'amx_tile', 'amx_bf16', 'amx_int8')
+
+
+@functools.cache
+def cpu() -> dict:
+  """The CPU's model name and which of `CPU_EXTENSIONS` it has (Linux's /proc/cpuinfo; the
+  platform's processor name elsewhere): CPU families differ in what the libraries exploit."""
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      fields = dict(line.split(':', 1) for line in f.read().split('\n\n')[0].splitlines()
+                    if ':' in line)
+  except OSError:
+    return {'model': platform.processor() or platform.machine(), 'extensions': []}
+  fields = {k.strip(): v.strip() for k, v in fields.items()}
+  flags = set(fields.get('flags', '').split())
+  return {'model': fields.get('model name', platform.machine()),
+          'extensions': [e for e in CPU_EXTENSIONS if e in flags]}
 
 
 # mallopt(3) options; glibc reads the MALLOC_* variables and GLIBC_TUNABLES at start-up instead.

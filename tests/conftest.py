@@ -14,6 +14,9 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(os.path.expanduser('~'), '.cache', 'cnn_jax', 'jax-tests'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
+# Every convolution computed as the rules' thresholds say, the same in every run of the suite;
+# tests/test_tuning.py turns the timing on where it tests it.
+os.environ['CNN_JAX_TUNING_FILE'] = ''
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 

@@ -13,13 +13,16 @@ from cnn_jax import arithmetic, models
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_train_step_worker_reports_json():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+def test_train_step_worker_reports_json(tmp_path):
+  tuning = tmp_path / 'tuning.json'
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             CNN_JAX_TUNING_FILE=str(tuning))
   out = subprocess.run([sys.executable, 'benchmarks/run.py', '--worker', 'jax', 'lenet5', '2',
-                        'auto', 'float32', '2'], cwd=REPO, env=env, capture_output=True,
+                        'auto', 'float32', 'tuned', '2'], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=300, check=True)
   row = json.loads(out.stdout.strip().splitlines()[-1])
   assert row['devices'] == 2 and row['conv_impl'] == 'auto' and row['examples_per_s'] > 0
+  assert row['tuned'] and tuning.exists()  # LeNet-5's C5 (16 -> 120 channels, 5x5) was timed
   assert row['params'] == 61_706 and row['compile_s'] > 0 and row['peak_memory_mib'] > 0
   macs = arithmetic.summarize(models.get_model('lenet5'), (1, 32, 32, 1), print_fn=None).total_macs
   assert row['model_flops_per_step'] == 6 * 128 * macs
@@ -67,9 +70,9 @@ print(len(calls))
 
 
 def test_the_report_names_the_cpu_model_and_its_vector_extensions():
-  from benchmarks import run  # pylint: disable=g-import-not-at-top
-  described = run.cpu()
+  from cnn_jax import host  # pylint: disable=g-import-not-at-top
+  described = host.cpu()
   flags = open('/proc/cpuinfo', encoding='utf-8').read().split('\n\n')[0]
   assert described['model'] and described['model'] in flags
-  assert described['extensions'] == [e for e in run.CPU_EXTENSIONS
+  assert described['extensions'] == [e for e in host.CPU_EXTENSIONS
                                      if f' {e} ' in f' {flags.split("flags")[1].split(":", 1)[1]} ']

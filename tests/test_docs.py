@@ -68,9 +68,10 @@ def test_the_benchmark_tables_are_the_ones_their_json_generates():
 
 
 def test_a_benchmark_table_says_which_cpu_family_it_was_measured_on():
-  from benchmarks import run, tables  # pylint: disable=g-import-not-at-top
+  from benchmarks import tables  # pylint: disable=g-import-not-at-top
+  from cnn_jax import host  # pylint: disable=g-import-not-at-top
   line = tables.machine({'date': '2026-12-05', 'machine': {
-      'backend': 'cpu', 'cpu': run.cpu(), 'cpu_count': 2, 'jax': '0.10.2',
+      'backend': 'cpu', 'cpu': host.cpu(), 'cpu_count': 2, 'jax': '0.10.2',
       'matmul_size': 2048, 'matmul_gflops': {'float32': 180.6}}})
-  assert line.startswith('*2026-12-05; ') and f'{run.cpu()["model"]} (' in line
+  assert line.startswith('*2026-12-05; ') and f'{host.cpu()["model"]} (' in line
   assert '2 cores' in line and '181 GFLOP/s (float32)' in line

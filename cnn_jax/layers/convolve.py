@@ -47,7 +47,7 @@ from jax import lax
 from cnn_jax import arithmetic, conv_form
 # The form in force is `cnn_jax.conv_form`'s; these names are this module's too (convolve.use).
 from cnn_jax.conv_form import IMPLS, resolve, use  # noqa: F401  pylint: disable=unused-import
-from cnn_jax.layers import cpu_rules, forms
+from cnn_jax.layers import cpu_rules, forms, tuning
 
 
 def form(impl: str | None, kernel_shape: Sequence[int], feature_group_count: int = 1,
@@ -96,12 +96,30 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
   out_sizes = arithmetic.conv_output_shape(sizes, window, strides, padding, dilation)
   computation = form(impl, kernel.shape, feature_group_count, input_dilation,
                      dtype=jnp.result_type(x, kernel), sizes=(sizes, out_sizes))
+  batch_groups = conv_form.batch_groups()
+  if computation in ('mixed', 'mixed_shifts') and conv_form.tuning_file():
+    n = x.shape[0]
+    share = (n // batch_groups if n % batch_groups == 0 else n, *x.shape[1:])
+    computation = tuning.choose(
+        conv_form.tuning_file(), share, kernel.shape, strides, padding, dilation,
+        jnp.result_type(x, kernel), cpu_rules.plans(computation, padding),
+        lambda way, x, kernel: compute(way, x, kernel, strides, padding, dilation, precision))
+  return compute(computation, x, kernel, strides, padding, dilation, precision, input_dilation,
+                 feature_group_count, batch_groups)
+
+
+def compute(computation: str, x: jax.Array, kernel: jax.Array, strides: Sequence[int],
+            padding: Sequence[tuple[int, int]], dilation: Sequence[int],
+            precision: lax.PrecisionLike = None, input_dilation: Sequence[int] | None = None,
+            feature_group_count: int = 1, batch_groups: int = 1) -> jax.Array:
+  """The convolution computed the way ``computation`` names (`form`'s names, or one of
+  `cpu_rules.plans`)."""
   if computation == 'xla':
     return forms.native(x, kernel, strides, padding, dilation, precision, input_dilation,
                         feature_group_count)
-  if computation == 'mixed':
-    return cpu_rules.mixed(x, kernel, strides, padding, dilation, precision,
-                           conv_form.batch_groups())
+  if computation == 'mixed' or cpu_rules.plan(computation):
+    return cpu_rules.mixed(x, kernel, strides, padding, dilation, precision, batch_groups,
+                           cpu_rules.plan(computation))
   if computation == 'shifts':
     return forms.shift_sum(x, kernel, strides, padding, dilation)
   if computation == 'mixed_shifts':

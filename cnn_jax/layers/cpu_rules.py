@@ -59,24 +59,48 @@ def rule(kernel_shape: Sequence[int], feature_group_count: int, dtype: jnp.dtype
   return 'mixed_shifts' if per_group == 1 and features == feature_group_count else None
 
 
+# Ways to compute a convolution that `rule` gives to 'mixed': the plain patches' product, or the
+# rule with each forward pass ('direct': YNNPACK's kernels; 'taps': a product per tap over the
+# inputs it meets) and each kernel gradient ('patches' or 'taps'), written 'mixed/FORWARD/GRADIENT'.
+# A depthwise one's: the plain shifted sum, or the rule.
+PATCHES, SHIFTS = 'patches', 'shifts'
+
+
+def plans(rule_name: str, padding: Sequence[tuple[int, int]]) -> tuple[str, ...]:
+  """What a convolution that ``rule_name`` takes can be computed as, the rule's own first; the
+  tap products differ from the direct kernels only where the window meets ``padding``."""
+  if rule_name == 'mixed_shifts':
+    return ('mixed_shifts', SHIFTS)
+  ways = [('direct', 'patches')]
+  if any(lo > 0 or hi > 0 for lo, hi in padding):
+    ways += [('taps', 'patches'), ('direct', 'taps'), ('taps', 'taps')]
+  return (*(f'mixed/{forward}/{gradient}' for forward, gradient in ways), PATCHES)
+
+
+def plan(name: str) -> tuple[str, str] | None:
+  """A 'mixed/FORWARD/GRADIENT' name's (forward, kernel gradient); None for any other."""
+  parts = name.split('/')
+  return (parts[1], parts[2]) if parts[0] == 'mixed' and len(parts) == 3 else None
+
+
 def _direct_takes(window: Sequence[int], sizes: Sequence[int], out_sizes: Sequence[int]) -> bool:
   """Whether YNNPACK takes a convolution of this window from inputs of ``sizes`` to outputs of
   ``out_sizes``: neither the window nor the output larger than the (unpadded) input."""
   return all(k <= n and m <= n for k, n, m in zip(window, sizes, out_sizes))
 
 
-def direct(x, kernel, strides, padding, dilation, precision) -> jax.Array:
+def direct(x, kernel, strides, padding, dilation, precision, how: str | None = None) -> jax.Array:
   """A 'mixed' convolution computed forward: by YNNPACK's direct kernels (XLA's native
   convolution), or, where much of the window falls on padding, as one product per tap with only
   the inputs it meets. YNNPACK multiplies the padding's zeros too, a large share of the products on
   small maps. The tap products' matrix products take the input's channels as their depth and
   write one output per tap, which costs more the fewer the channels: they are taken where the
   share of products that meet inputs is under `DIRECT_MET` (the layers where they measured faster:
-  docs/performance.md)."""
+  docs/performance.md), or as ``how`` says ('direct' or 'taps': a `plan`'s, measured here)."""
   window = kernel.shape[:kernel.ndim - 2]
   out_sizes = arithmetic.conv_output_shape(x.shape[1:-1], window, strides, padding, dilation)
   reached, met = _met(x.shape, out_sizes, window, strides, padding, dilation)
-  if met >= DIRECT_MET:
+  if how == 'direct' or (how is None and met >= DIRECT_MET):
     return forms.native(x, kernel, strides, padding, dilation, precision)
   total = 0
   for tap, spans, inputs in _tap_inputs(x, reached, strides, padding, dilation):
@@ -114,20 +138,22 @@ def _tap_inputs(x, reached, strides, padding, dilation) -> Iterator[tuple]:
                                 (1,) * lead + (*strides, 1))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
-def mixed(x, kernel, strides, padding, dilation, precision, batch_groups) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
+def mixed(x, kernel, strides, padding, dilation, precision, batch_groups,
+          plan: tuple[str, str] | None = None) -> jax.Array:
   """A 2-D convolution forward by `direct`, backward by YNNPACK's kernels to the input and the
-  patches' product to the kernel (`_patch_gradient`); ``batch_groups``: as in `convolve`."""
+  patches' product to the kernel (`_patch_gradient`); ``batch_groups``: as in `convolve`;
+  ``plan``: (forward, kernel gradient) as `plan` names them, None for the thresholds' choice."""
   del batch_groups  # the backward pass's
-  return direct(x, kernel, strides, padding, dilation, precision)
+  return direct(x, kernel, strides, padding, dilation, precision, plan and plan[0])
 
 
-def _mixed_forward(x, kernel, strides, padding, dilation, precision, batch_groups):
+def _mixed_forward(x, kernel, strides, padding, dilation, precision, batch_groups, plan):
   del batch_groups
-  return direct(x, kernel, strides, padding, dilation, precision), (x, kernel)
+  return direct(x, kernel, strides, padding, dilation, precision, plan and plan[0]), (x, kernel)
 
 
-def _mixed_backward(strides, padding, dilation, precision, batch_groups, residuals, dy):
+def _mixed_backward(strides, padding, dilation, precision, batch_groups, plan, residuals, dy):
   x, kernel = residuals
   rank = kernel.ndim - 2
   window = kernel.shape[:rank]
@@ -139,7 +165,8 @@ def _mixed_backward(strides, padding, dilation, precision, batch_groups, residua
     _, transpose = jax.vjp(lambda x: forms.patch_product(x, kernel, strides, padding, dilation,
                                                     precision), x)
     dx, = transpose(dy)
-  return dx, _patch_gradient(x, dy, window, strides, padding, dilation, precision, batch_groups)
+  return dx, _patch_gradient(x, dy, window, strides, padding, dilation, precision, batch_groups,
+                             plan and plan[1])
 
 
 mixed.defvjp(_mixed_forward, _mixed_backward)
@@ -184,8 +211,8 @@ def _phase_input_gradient(dy, kernel, sizes, strides, dilation, phases, precisio
   return taps.interleave(parts, strides)[(slice(None), *(slice(0, n) for n in sizes))]
 
 
-def _patch_gradient(x, dy, window, strides, padding, dilation, precision,
-                    batch_groups) -> jax.Array:
+def _patch_gradient(x, dy, window, strides, padding, dilation, precision, batch_groups,
+                    how: str | None = None) -> jax.Array:
   """The kernel's gradient: dy's transpose times the patches, summed over chunks of the batch
   whose copies stay in the CPU's cache. All the patches at once (ResNet-18's first layers: a
   hundred megabytes and more) cost more to write and read back than the product itself.
@@ -205,7 +232,7 @@ def _patch_gradient(x, dy, window, strides, padding, dilation, precision,
   x = x.reshape(groups, n // groups, *x.shape[1:])
   dy = dy.reshape(groups, n // groups, *dy.shape[1:])
   reached, met = _met(x.shape[1:], dy.shape[2:-1], window, strides, padding, dilation)
-  if met < TAP_GRADIENT_MET:
+  if how == 'taps' or (how is None and met < TAP_GRADIENT_MET):
     return _tap_gradient(x, dy, reached, strides, padding, dilation, precision)
   if strides[0] == 1:  # the first dim's taps from dy: x's patches along the other dims only
     # Tap i meets x's row r at dy's row r + lo - i * dilation (none outside dy).

@@ -19,7 +19,7 @@ from flax.training.dynamic_scale import DynamicScale
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec
 
-from cnn_jax import conv_form
+from cnn_jax import conv_form, host
 from cnn_jax.data import augment, mixing
 from cnn_jax.train import losses, metrics, parallel
 from cnn_jax.train.state import TrainState
@@ -159,9 +159,13 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
       logs['loss_scale'] = dynamic_scale.scale
     return new_state, logs
 
+  # Several processes must compile the same program: each timing its own choices might not.
+  tuned = (host.tuning_file() if config.get('tune_convolutions') and jax.process_count() == 1
+           else None)
+
   def step(state: TrainState, batch: dict):
     # The batch is split over the mesh's devices (a per-device program holds one share).
-    with conv_form.split_batch(1 if per_device else mesh.size):
+    with conv_form.split_batch(1 if per_device else mesh.size), conv_form.tuning(tuned):
       return update(state, batch)
 
   if per_device:

@@ -1,0 +1,147 @@
+"""Each convolution's way chosen by timing on this machine (`cnn_jax.layers.tuning`): timed once,
+kept in the file, read back without timing, and computing XLA's convolution whatever it chose."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cnn_jax import conv_form
+from cnn_jax.layers import convolve as convolve_module
+from cnn_jax.layers import cpu_rules, tuning
+from cnn_jax.layers.convolve import convolve
+from cnn_jax.train import parallel
+
+PADDING = ((1, 1), (1, 1))
+
+
+def _gradients(x, kernel, impl='mixed'):
+  """Gradients of a 3x3 convolution, traced afresh (a new jitted function each call)."""
+  def loss(x, kernel):
+    y = convolve(x, kernel, strides=(1, 1), padding=PADDING, kernel_dilation=(1, 1), impl=impl)
+    return jnp.sum(jnp.sin(y))
+  return jax.jit(jax.grad(loss, argnums=(0, 1)))(x, kernel)
+
+
+@pytest.fixture(name='inputs')
+def fixture_inputs():
+  rng = np.random.default_rng(0)
+  return (jnp.asarray(rng.standard_normal((4, 6, 6, 24)), jnp.float32),
+          jnp.asarray(rng.standard_normal((3, 3, 24, 20)) / 15, jnp.float32))
+
+
+@pytest.fixture(name='path')
+def fixture_path(tmp_path, monkeypatch):
+  monkeypatch.setattr(tuning, '_loaded', {})  # this process's reading of files
+  return str(tmp_path / 'tuning.json')
+
+
+def test_a_convolution_is_timed_once_then_read_back(inputs, path, monkeypatch):
+  x, kernel = inputs
+  with conv_form.tuning(path):
+    tuned = _gradients(x, kernel)
+  for ours, xla in zip(tuned, _gradients(x, kernel, 'xla')):
+    np.testing.assert_allclose(ours, xla, rtol=1e-4, atol=1e-4)
+  entries = json.load(open(path, encoding='utf-8'))
+  key = tuning.signature(x.shape, kernel.shape, (1, 1), PADDING, (1, 1), jnp.float32)
+  entry = entries[tuning.machine()][key]
+  ways = cpu_rules.plans('mixed', PADDING)
+  assert set(entry['ms']) == set(ways) and len(ways) == 5  # padded: the tap products too
+  assert entry['choice'] == min(entry['ms'], key=entry['ms'].get)
+
+  def no_timing(*args):
+    raise AssertionError(f'timed again: {args}')
+
+  monkeypatch.setattr(tuning, '_time_each', no_timing)
+  monkeypatch.setattr(tuning, '_loaded', {})  # as a later launch: from the file
+  with conv_form.tuning(path):
+    _gradients(x, kernel)
+
+
+@pytest.mark.parametrize('way,native', [('patches', False), ('mixed/direct/taps', True),
+                                        ('mixed/taps/patches', False)])
+def test_the_choice_in_the_file_is_the_way_computed(inputs, path, way, native):
+  x, kernel = inputs
+  key = tuning.signature(x.shape, kernel.shape, (1, 1), PADDING, (1, 1), jnp.float32)
+  with open(path, 'w', encoding='utf-8') as f:
+    json.dump({tuning.machine(): {key: {'choice': way, 'ms': {}}}}, f)
+
+  def forward(x, kernel):
+    return convolve(x, kernel, strides=(1, 1), padding=PADDING, kernel_dilation=(1, 1),
+                    impl='mixed')
+
+  with conv_form.tuning(path):
+    primitives = _primitives(jax.make_jaxpr(forward)(x, kernel).jaxpr)
+    tuned = _gradients(x, kernel)
+  assert ('conv_general_dilated' in primitives) == native
+  for ours, xla in zip(tuned, _gradients(x, kernel, 'xla')):
+    np.testing.assert_allclose(ours, xla, rtol=1e-4, atol=1e-4)
+
+
+def _primitives(jaxpr) -> set[str]:
+  """Every primitive of ``jaxpr``, inside custom rules and calls too."""
+  found = set()
+  for eqn in jaxpr.eqns:
+    found.add(eqn.primitive.name)
+    for value in eqn.params.values():
+      inner = getattr(value, 'jaxpr', value)
+      if hasattr(inner, 'eqns'):
+        found |= _primitives(inner)
+  return found
+
+
+def test_a_depthwise_convolution_and_a_devices_share_of_the_batch(path):
+  """The key holds one device's share of a batch split over 4 devices; a depthwise kernel's ways
+  are its rule and the plain shifted sum."""
+  mesh = parallel.make_mesh()
+  x = jax.device_put(jnp.ones((8, 5, 5, 6)), parallel.batch_sharded(mesh))
+  kernel = jnp.ones((3, 3, 1, 6)) / 9
+
+  def loss(x, kernel):
+    with conv_form.split_batch(mesh.size):
+      y = convolve(x, kernel, strides=(1, 1), padding=PADDING, kernel_dilation=(1, 1),
+                   feature_group_count=6, impl='mixed')
+    return jnp.sum(y ** 2)
+
+  with conv_form.tuning(path):
+    jax.jit(jax.grad(loss))(x, kernel)
+  entries = json.load(open(path, encoding='utf-8'))[tuning.machine()]
+  key = tuning.signature((2, 5, 5, 6), kernel.shape, (1, 1), PADDING, (1, 1), jnp.float32)
+  assert set(entries) == {key} and set(entries[key]['ms']) == {'mixed_shifts', 'shifts'}
+
+
+def test_no_timing_without_a_file_or_outside_mixed(inputs, path, monkeypatch):
+  x, kernel = inputs
+  monkeypatch.setattr(tuning, 'choose', lambda *a: pytest.fail('tuned'))
+  _gradients(x, kernel)  # no file: the thresholds choose
+  with conv_form.tuning(path):
+    _gradients(x, kernel, 'matmul')
+    _gradients(x, kernel, 'xla')
+  assert convolve_module.form('mixed', kernel.shape) == 'mixed'
+
+
+@pytest.mark.parametrize('tune', [True, False])
+def test_the_train_step_tunes_where_the_config_says(tmp_path, monkeypatch, tune):
+  from tests.test_convolve_impls import _WideConv  # pylint: disable=g-import-not-at-top
+  from cnn_jax.train import loop, optim, steps  # pylint: disable=g-import-not-at-top
+  from experiments import base  # pylint: disable=g-import-not-at-top
+  path = tmp_path / 'tuning.json'
+  monkeypatch.setenv('CNN_JAX_TUNING_FILE', str(path))
+  monkeypatch.setattr(tuning, '_loaded', {})
+  config = base.get_config()
+  config.tune_convolutions = tune
+  mesh = parallel.make_mesh()
+  model = _WideConv()
+  schedule = optim.learning_rate(config.optim, 1, 1)
+  tx = optim.create(config.optim, schedule)
+  state = jax.jit(loop.state_initializer(model, tx, (6, 6, 20), config),
+                  out_shardings=parallel.replicated(mesh))()
+  batch = {'image': jnp.ones((8, 6, 6, 20)), 'label': jnp.zeros((8,), jnp.int32)}
+  with convolve_module.use('mixed'):
+    steps.make_train_step(model, tx, schedule, config, mesh).lower(state, batch)
+  assert path.exists() == tune
+  if tune:  # each device's share: 2 of the 8 examples
+    assert any(key.startswith('x [2, 6, 6, 20]')
+               for key in json.load(open(path, encoding='utf-8'))[tuning.machine()])
