@@ -52,6 +52,7 @@ def _reference_backward(variables, x, target, relu_backward):
   return conv_vjp(relu_backward(z1, g))[0]
 
 
+@pytest.mark.slow
 def test_guided_backprop_and_deconvnet_equal_a_hand_written_reference(tiny):
   model, variables, x = tiny
   target = jnp.asarray([0, 1, 2])
@@ -149,6 +150,7 @@ def test_occlusion_equals_a_plain_loop_over_positions(tiny):
     analysis.occlusion(model, variables, x, patch=9)
 
 
+@pytest.mark.slow
 def test_mutation_map_equals_a_plain_loop():
   model = models.get_model('deepbind', num_motifs=4, motif_length=5, hidden=8, dropout=0.0)
   variables = _init(model, (1, 20, 4))
@@ -214,6 +216,7 @@ def test_empirical_receptive_field_names_a_shape_the_model_cannot_take():
     analysis.empirical_receptive_field(model, variables, (32, 32))
 
 
+@pytest.mark.slow
 def test_feature_maps_filters_and_top_patches():
   class Net(nn.Module):
     @nn.compact
@@ -241,6 +244,7 @@ def test_feature_maps_filters_and_top_patches():
   np.testing.assert_allclose(top.activations, np.sort(values)[::-1][:4], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_embeddings_default_to_the_head_input_and_tsne_maps_them_to_2d():
   model = models.get_model('simple_cnn', num_classes=3, widths=(4, 6))
   variables = _init(model, (1, 8, 8, 1))
@@ -255,6 +259,7 @@ def test_embeddings_default_to_the_head_input_and_tsne_maps_them_to_2d():
   assert analysis.tsne(features).shape == (60, 2)
 
 
+@pytest.mark.slow
 def test_every_plot_returns_its_figure_and_saves_it(tmp_path):
   rng = np.random.default_rng(0)
   images = rng.random((2, 8, 8, 3))

@@ -29,6 +29,7 @@ def _copy(trained, workdir) -> str:
   return str(workdir)
 
 
+@pytest.mark.slow
 def test_a_four_device_run_opens_on_one_device_and_reproduces_its_final_metrics(trained):
   assert jax.device_count() == 4
   run = analysis.load_run(trained)
@@ -129,6 +130,7 @@ def test_every_error_names_what_was_found_and_what_to_do(trained, tmp_path):
   assert analysis.load_run(damaged, step=6).step == 6  # the older step still opens
 
 
+@pytest.mark.slow
 def test_a_run_opens_while_training_still_writes_to_it(tmp_path, data_dir):
   workdir = str(tmp_path / 'live')
   process = subprocess.Popen(
@@ -154,6 +156,7 @@ def test_a_run_opens_while_training_still_writes_to_it(tmp_path, data_dir):
   assert opened == sorted(opened)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_opens_with_the_config_in_force_at_its_step(tmp_path, data_dir):
   workdir = str(tmp_path / 'resumed')
   loop.train_and_evaluate(digits_config(data_dir, num_steps=3), workdir)

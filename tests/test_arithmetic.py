@@ -83,6 +83,7 @@ def test_summarize_agrees_with_the_formulas_and_the_module(stack):
   assert out.shape[1:-1] == shape
 
 
+@pytest.mark.slow
 @settings(max_examples=15, deadline=None)
 @given(stacks())
 def test_receptive_field_is_the_support_of_the_gradient(stack):

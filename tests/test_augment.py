@@ -124,6 +124,7 @@ def test_cutmix_label_weight_equals_the_area_left_unpasted():
       assert pasted[0][rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
 
 
+@pytest.mark.slow
 def test_one_of_the_listed_mixes_is_chosen_per_step():
   images = _batch()
   ops = augment.plan(['mixup', 'cutmix'])['step']

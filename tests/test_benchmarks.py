@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from cnn_jax import arithmetic, models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,6 +31,7 @@ def test_train_step_worker_reports_json(tmp_path):
   assert row['xla_flops_per_step'] > 0 and row['achieved_gflops'] > 0
 
 
+@pytest.mark.slow
 def test_the_compile_benchmark_times_a_launch_to_its_first_step(tmp_path, data_dir):
   """The training log's "First step done" line, read by its own timestamp, falls inside the
   launch and before its end (the evaluation and the checkpoint come after it). Before it, the

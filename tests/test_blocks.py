@@ -39,6 +39,7 @@ def test_residual_block_starts_as_identity_and_projects_when_needed():
   assert _params(variables) == 3 * 3 * 4 * 8 + 3 * 3 * 8 * 8 + 2 * 2 * 8 + 4 * 8 + 2 * 8
 
 
+@pytest.mark.slow
 def test_blocks_work_in_1d_and_3d_and_with_any_conv():
   assert L.ResidualBlock(6, strides=2).init_with_output(jax.random.key(0), _x((2, 16, 3)))[0].shape == (
       2, 8, 6)
@@ -80,6 +81,7 @@ def test_highway_gate_carries_or_transforms():
   np.testing.assert_allclose(transform.apply(variables, x), h, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_inception_dense_transition_shapes_and_params():
   x = _x((1, 8, 8, 6))
   inception = L.InceptionModule(4, 3, 5, 2, 3, 2)
@@ -93,6 +95,7 @@ def test_inception_dense_transition_shapes_and_params():
   assert transition.init_with_output(jax.random.key(0), _x((1, 8, 8, 18)))[0].shape == (1, 4, 4, 9)
 
 
+@pytest.mark.slow
 def test_squeeze_excite_and_mbconv():
   x = _x((2, 5, 5, 16))
   se = L.SqueezeExcite(4)
@@ -108,6 +111,7 @@ def test_squeeze_excite_and_mbconv():
   assert L.MBConv(24, strides=2).init_with_output(jax.random.key(0), x)[0].shape == (2, 3, 3, 24)
 
 
+@pytest.mark.slow
 def test_stochastic_depth():
   branch = jnp.ones((400, 3, 3, 2))
   layer = L.StochasticDepth(0.25)

@@ -38,6 +38,7 @@ def _random(shape, seed):
   return np.random.default_rng(seed).standard_normal(shape)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(conv_configs(), st.integers(0, 2**16))
 def test_conv_matches_reference(cfg, seed):
@@ -67,6 +68,7 @@ def test_flip_kernel_is_the_textbook_convolution():
   assert not np.allclose(plain, got)  # cross-correlation differs for an asymmetric kernel
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(conv_configs(paddings=('VALID', 'SAME', 'HALF', 'FULL', 'int', 'pairs')), st.integers(0, 2**16))
 def test_conv_transpose_is_the_adjoint_and_matches_reference(cfg, seed):
@@ -128,6 +130,7 @@ def test_separable_conv_is_depthwise_then_pointwise():
   np.testing.assert_allclose(layer.apply(variables, x), want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_spatially_separable_conv_equals_the_outer_product_kernel():
   x = jnp.asarray(_random((2, 8, 9, 1), 0), jnp.float32)
   column, row = _random(3, 1), _random(5, 2)
@@ -141,6 +144,7 @@ def test_spatially_separable_conv_equals_the_outer_product_kernel():
     np.testing.assert_allclose(got, full, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_conv_as_toeplitz_matrix():
   """004: a convolution is a (doubly block) Toeplitz matrix; its transpose is the transposed conv."""
   kernel = jnp.asarray(_random((3, 3, 1, 1), 0), jnp.float32)
@@ -164,6 +168,7 @@ def test_conv_as_toeplitz_matrix():
   assert strided.shape == (9, 25)
 
 
+@pytest.mark.slow
 def test_causal_stack_never_looks_ahead():
   """A causal dilated stack: output t has zero gradient w.r.t. every input after t."""
   import flax.linen as nn

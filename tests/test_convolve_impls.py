@@ -230,6 +230,7 @@ def test_the_form_is_chosen_per_layer_or_for_a_block():
     ('mobilenet_v1', {'width_multiplier': 0.25}, (2, 32, 32, 3)),  # 1x1 and depthwise
     ('simple_cnn', {'widths': (32, 64)}, (2, 8, 8, 1)),  # 3x3 with 32 and 64 channels: 'mixed'
 ])
+@pytest.mark.slow
 def test_a_whole_model_trains_the_same_in_every_form(name, kwargs, shape):
   model = models.get_model(name, num_classes=5, **kwargs)
   x = jnp.asarray(np.random.default_rng(0).standard_normal(shape), jnp.float32)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.test_train import REPO
 
@@ -90,6 +91,7 @@ def get_config():
 '''
 
 
+@pytest.mark.slow
 def test_a_model_dataset_augmentation_and_metric_from_outside_train_from_the_command_line(
     tmp_path):
   (tmp_path / 'my_parts.py').write_text(MY_PARTS, encoding='utf-8')

@@ -61,6 +61,7 @@ def reference(tmp_path_factory, data_dir):
   return workdir
 
 
+@pytest.mark.slow
 def test_sigterm_and_ctrl_c_save_exit_0_and_the_same_command_resumes_exactly(reference, tmp_path,
                                                                             data_dir):
   workdir = str(tmp_path / 'run')
@@ -84,6 +85,7 @@ def test_sigterm_and_ctrl_c_save_exit_0_and_the_same_command_resumes_exactly(ref
   assert _train_steps(workdir)[-1] == 300
 
 
+@pytest.mark.slow
 def test_kill_9_at_any_moment_then_the_same_command_resumes_exactly(reference, tmp_path,
                                                                    data_dir):
   workdir = str(tmp_path / 'run')
@@ -146,6 +148,7 @@ def _damage(step_dir, kind):
     os.makedirs(sibling('30'))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind', ['truncated data', 'deleted _METADATA', 'garbage _METADATA',
                                   'half-written step', 'empty step folder'])
 def test_a_damaged_checkpoint_is_reported_and_the_run_resumes_from_an_intact_one(
@@ -201,6 +204,7 @@ def _unshare_works() -> bool:
   return probe.returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _unshare_works(), reason='needs user namespaces (unshare) to mount a '
                     'small filesystem without privileges')
 def test_a_full_disk_stops_the_run_at_once_with_one_line_and_the_process_exits(tmp_path, data_dir):
@@ -223,6 +227,7 @@ def test_a_full_disk_stops_the_run_at_once_with_one_line_and_the_process_exits(t
   assert 'is not writable' in errors[1]
 
 
+@pytest.mark.slow
 def test_a_changed_config_never_rewrites_the_record(tmp_path, data_dir):
   workdir = str(tmp_path / 'run')
   assert _run(_command(workdir, data_dir, 20)).returncode == 0
@@ -255,6 +260,7 @@ def test_a_changed_config_never_rewrites_the_record(tmp_path, data_dir):
   assert json.load(open(os.path.join(workdir, 'config.json')))['model']['kwargs']['widths'] == [4, 8]
 
 
+@pytest.mark.slow
 def test_one_run_per_workdir_and_a_killed_run_leaves_no_stale_lock(tmp_path, data_dir):
   workdir = str(tmp_path / 'run')
   first = subprocess.Popen(_command(workdir, data_dir, 3000), cwd=REPO,
@@ -293,6 +299,7 @@ def test_every_numeric_field_is_checked_before_any_work(field, value, message, t
   assert not os.path.exists(tmp_path / 'run')
 
 
+@pytest.mark.slow
 def test_a_user_error_prints_one_line_and_a_model_far_from_its_input_size_is_named(
     tmp_path, data_dir, caplog):
   result = _run(_command(str(tmp_path / 'a'), data_dir, 5, '--config.optim.lr=-1'))
@@ -308,6 +315,7 @@ def test_a_user_error_prints_one_line_and_a_model_far_from_its_input_size_is_nam
   assert 'resnet18 is designed for inputs of 224x224; digits examples are 8x8' in caplog.text
 
 
+@pytest.mark.slow
 def test_two_jobs_preparing_the_same_dataset_both_succeed(tmp_path):
   data_dir = str(tmp_path / 'data')
   code = ('import sys; from cnn_jax.data import sources; '

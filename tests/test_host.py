@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from cnn_jax import host
 from tests.test_train import REPO
 
@@ -32,6 +34,7 @@ def _launch(tmp_path, data_dir, env, name, *extra):
   return int(re.search(r'Devices: (\d+) x cpu', result.stderr).group(1))
 
 
+@pytest.mark.slow
 def test_a_launch_uses_every_core_and_fills_the_compilation_cache(tmp_path, data_dir):
   env = {k: v for k, v in os.environ.items()
          if k not in ('XLA_FLAGS', 'JAX_COMPILATION_CACHE_DIR',
@@ -48,6 +51,7 @@ def test_a_launch_uses_every_core_and_fills_the_compilation_cache(tmp_path, data
   assert not os.path.exists(tmp_path / 'other')
 
 
+@pytest.mark.slow
 def test_a_config_file_that_imports_jax_still_gets_every_core_and_the_cache(tmp_path, data_dir):
   config = tmp_path / 'with_jax.py'
   config.write_text('import jax.numpy as jnp\nfrom experiments.default import get_config\n')

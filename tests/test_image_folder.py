@@ -89,6 +89,7 @@ def _config(folder, data_dir, workers):
   return config
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_stream_and_resume_exactly(folder, tmp_path):
   mesh = parallel.make_mesh()
   data_dir = str(tmp_path / 'tfds')

@@ -81,6 +81,7 @@ def _mistakes(data_dir: str, nets) -> dict[str, tuple[list[str], str]]:
   }
 
 
+@pytest.mark.slow
 def test_every_launch_mistake_is_one_line_and_exit_code_2(tmp_path, data_dir, nets):
   sources.load('digits', 'train', data_dir)  # prepared: its one "Preparing" line is not a mistake's
   mistakes = _mistakes(data_dir, nets)
@@ -118,6 +119,7 @@ def test_an_unprepared_dataset_names_commands_that_work_as_printed(tmp_path):
   assert tfds.endswith(os.path.join('.venv', 'bin', 'tfds'))
 
 
+@pytest.mark.slow
 def test_paths_typed_in_another_directory_resolve_there(tmp_path, data_dir, nets):
   result = _launch('--config=default', '--workdir=runs/mine', '--config.model.name=nets.py:TinyNet',
                    f'--config.data.data_dir={data_dir}', '--config.num_steps=20',
@@ -142,6 +144,7 @@ def test_paths_typed_in_another_directory_resolve_there(tmp_path, data_dir, nets
       result.stderr[:2000])
 
 
+@pytest.mark.slow
 def test_the_config_is_logged_as_the_flags_that_differ_from_the_base(tmp_path, data_dir):
   result = subprocess.run(
       [sys.executable, '-m', 'cnn_jax.main', f'--workdir={tmp_path / "run"}',

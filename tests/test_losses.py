@@ -42,6 +42,7 @@ def test_regression_losses():
   np.testing.assert_allclose(losses.huber(pred, target), huber)
 
 
+@pytest.mark.slow
 def test_pixel_cross_entropy_and_mean_iou():
   logits = np.zeros((1, 2, 2, 3), np.float32)
   logits[0, 0, 0, 1] = logits[0, 1, 1, 2] = 5.0

@@ -104,6 +104,7 @@ def test_mobilenet_width_and_resolution_multipliers_match_the_paper(alpha, size,
   assert _gmacs(model, (1, size, size, 3)) * 1e3 == pytest.approx(mmacs, rel=0.03)
 
 
+@pytest.mark.slow
 def test_where_the_parameters_and_the_work_are():
   alexnet = arithmetic.summarize(models.get_model('alexnet'), (1, 227, 227, 3), print_fn=None)
   conv = sum(row.params for row in alexnet.layers if row.kind == 'Conv')
@@ -150,6 +151,7 @@ def test_resnet_v1_strides_in_the_1x1_and_v15_in_the_3x3():
   assert same[0] == same[1]
 
 
+@pytest.mark.slow
 def test_plain_highway_and_residual_twins_differ_only_in_the_join():
   shape = (1, 32, 32, 3)
   counts = {name: _abstract_variables(models.get_model(name, num_classes=10), shape)['params']
@@ -166,6 +168,7 @@ def test_plain_highway_and_residual_twins_differ_only_in_the_join():
   assert not np.allclose(outputs['resnet20'], outputs['plain20'])
 
 
+@pytest.mark.slow
 def test_stochastic_depth_grows_linearly_and_only_acts_in_training():
   model = models.get_model('resnet20', num_classes=10, drop_rate=0.5)
   x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
@@ -217,6 +220,7 @@ def test_dilated_context_net_keeps_resolution_and_grows_its_field_exponentially(
   assert plain.total_params == summary.total_params
 
 
+@pytest.mark.slow
 def test_fcn_variants_fuse_finer_scores_and_upsample_bilinearly_at_init():
   shape = (1, 64, 64, 3)
   small = dict(num_classes=3, width=4, dense_features=8)
@@ -239,6 +243,7 @@ def test_fcn_variants_fuse_finer_scores_and_upsample_bilinearly_at_init():
   assert np.any(grads['score_pool4']['kernel'])
 
 
+@pytest.mark.slow
 def test_segnet_unpools_with_the_encoders_own_indices(monkeypatch):
   pooled, unpooled = [], []
   pool, unpool = L.max_pool_with_indices, L.max_unpool
@@ -264,6 +269,7 @@ def test_segnet_unpools_with_the_encoders_own_indices(monkeypatch):
   assert 'ConvTranspose' not in {r.kind for r in summary.layers}  # un-pooling learns nothing
 
 
+@pytest.mark.slow
 def test_wavenet_stack_is_causal_and_summarize_reports_its_field():
   trunk = CausalStack(channels=4, skip_channels=4, kernel_size=2, dilations=(1, 2, 4, 8))
   x = jax.random.normal(jax.random.key(0), (1, 40, 1))
@@ -308,6 +314,7 @@ def test_every_family_has_a_tiny_instance():
   assert {models.family(name) for name in models.list_models()} == set(TINY)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', sorted(TINY))
 def test_one_real_training_step_per_family(family):
   name, overrides, shape = TINY[family]

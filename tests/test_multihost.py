@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from cnn_jax.train import checkpoint
 from tests.test_faults import wait_for_progress
 
@@ -34,6 +36,7 @@ def _flags(workdir, data_dir, steps):
           '--config.data.batches_per_transfer=4']  # 4 per transfer, resumed at step 6
 
 
+@pytest.mark.slow
 def test_two_processes_train_together_and_one_resumes(tmp_path):
   workdir, data_dir = str(tmp_path / 'run'), str(tmp_path / 'data')
   port = _free_port()
@@ -60,6 +63,7 @@ def test_two_processes_train_together_and_one_resumes(tmp_path):
   assert checkpoint.manager(workdir, read_only=True).latest_step() == 9
 
 
+@pytest.mark.slow
 def test_a_sigterm_to_one_process_stops_both_at_the_same_step_with_one_checkpoint(tmp_path):
   workdir, data_dir = str(tmp_path / 'run'), str(tmp_path / 'data')
   port = _free_port()

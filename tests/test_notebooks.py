@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import nbformat
+import pytest
 
 from tests.test_train import REPO
 
@@ -23,6 +24,7 @@ def test_notebooks_are_stored_without_outputs():
     assert all(not c.outputs and c.execution_count is None for c in code), name
 
 
+@pytest.mark.slow
 def test_every_notebook_runs_and_draws_its_figures(tmp_path):
   # A fresh home: the notebooks prepare their offline datasets there, not in the user's.
   env = dict(os.environ, HOME=str(tmp_path / 'home'))

@@ -60,6 +60,7 @@ def test_reduce_on_plateau():
   assert unchanged is state
 
 
+@pytest.mark.slow
 def test_ema_and_max_norm_in_a_real_run(tmp_path, data_dir):
   workdir = str(tmp_path / 'run')
   config = digits_config(data_dir, **{'ema_decay': 0.5, 'optim.max_norm': 0.5,

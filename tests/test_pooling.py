@@ -36,6 +36,7 @@ def _pads(window, strides, padding, size):
   return reference.explicit_padding(padding, size, window, strides, (1,) * len(window))
 
 
+@pytest.mark.slow
 @settings(max_examples=15, deadline=None)
 @given(pool_configs(), st.integers(0, 2**16))
 def test_pools_match_reference(cfg, seed):
@@ -67,6 +68,7 @@ def test_pools_match_reference(cfg, seed):
   assert pooled.shape[1:-1] == arithmetic.pool_output_shape(size, window, strides, padding)
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None)
 @given(pool_configs(), st.integers(0, 2**16))
 def test_max_pool_gradient_goes_to_each_windows_first_maximum_in_every_form(cfg, seed):
@@ -99,6 +101,7 @@ def test_max_pool_gradient_goes_to_each_windows_first_maximum_in_every_form(cfg,
                               np.asarray(indices).reshape(2, -1, 3), axis=1).reshape(got.shape))
 
 
+@pytest.mark.slow
 def test_a_window_of_only_minus_infinity_takes_an_input_not_the_padding():
   """Padding is -inf as well: the maximum, its gradient and its index still come from one of the
   window's inputs."""
@@ -159,6 +162,7 @@ def test_unpool_puts_maxima_back():
     L.max_unpool(pooled, indices[:, :1], (4, 4))
 
 
+@pytest.mark.slow
 def test_gradients_of_custom_pooling_code():
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.uniform(0.5, 2.0, (2, 6, 6, 2)), jnp.float32)

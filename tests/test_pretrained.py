@@ -72,6 +72,7 @@ def test_converted_weights_give_torchvisions_logits(name, tmp_path):
   assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(set(CONVERTIBLE) - set(FORWARD)))
 def test_every_other_twin_converts_tensor_for_tensor(name):
   """The rest of each family: every tensor of torchvision's state dict finds its place and shape
@@ -115,6 +116,7 @@ def resnet18_file(tmp_path_factory):
   return path
 
 
+@pytest.mark.slow
 def test_safetensors_file_loads_like_the_pth(resnet18_file, tmp_path):
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   state = pretrained.read_state_dict(resnet18_file)

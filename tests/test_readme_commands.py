@@ -7,6 +7,8 @@ import re
 import shutil
 import subprocess
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -20,6 +22,7 @@ def test_readme_shows_the_two_commands():
   assert _two_commands() == ['./launch.sh', './launch.sh test']
 
 
+@pytest.mark.slow
 def test_launch_trains_the_default_experiment_to_98_percent():
   # A newcomer's machine: one CPU device, none of the test suite's forced devices.
   env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_PLATFORMS')}

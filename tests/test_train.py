@@ -45,6 +45,7 @@ def final_params(workdir):
   return restored['params']
 
 
+@pytest.mark.slow
 def test_default_experiment_leaves_checkpoints_logs_and_counts_every_example(tmp_path, data_dir):
   workdir = str(tmp_path / 'run')
   final = loop.train_and_evaluate(digits_config(data_dir), workdir)
@@ -84,6 +85,7 @@ def test_default_experiment_leaves_checkpoints_logs_and_counts_every_example(tmp
   assert float((np.asarray(logits).argmax(-1) == labels).mean()) == pytest.approx(metrics['accuracy'])
 
 
+@pytest.mark.slow
 def test_resume_equals_an_uninterrupted_run(tmp_path, data_dir):
   # A step schedule whose lr drops at step 4 (0.1 of a 43-step epoch): between stop and end.
   schedule = {'optim.schedule': 'step', 'optim.decay_epochs': (0.1,)}
@@ -101,6 +103,7 @@ def _loss_curve(workdir):
           if l['split'] == 'train']
 
 
+@pytest.mark.slow
 def test_jit_pmap_and_single_device_give_the_same_curve(tmp_path, data_dir, monkeypatch):
   assert jax.device_count() == 4
   curves = {}
@@ -121,6 +124,7 @@ def test_jit_pmap_and_single_device_give_the_same_curve(tmp_path, data_dir, monk
                            curves[mode][1], curves['jit'][1])
 
 
+@pytest.mark.slow
 def test_restore_onto_a_different_device_count(tmp_path, data_dir, monkeypatch):
   workdir = str(tmp_path / 'run')
   loop.train_and_evaluate(digits_config(data_dir, num_steps=3), workdir)
@@ -164,6 +168,7 @@ def test_config_typo_and_bad_names_are_clear(tmp_path, data_dir):
     loop.train_and_evaluate(config, str(tmp_path / 'y'))
 
 
+@pytest.mark.slow
 def test_mnist1d_experiment_runs(tmp_path, data_dir):
   config = mnist1d_cnn.get_config()
   config.data.data_dir = data_dir
@@ -179,6 +184,7 @@ def test_mnist1d_experiment_runs(tmp_path, data_dir):
     # Worker processes would not see the mock: its examples exist in this process alone.
     (imagenet_resnet50, {'model.kwargs.width': 4, 'data.image_size': 64, 'data.workers': 0}),
 ])
+@pytest.mark.slow
 def test_catalogue_experiments_run_on_mock_data(tmp_path, experiment, overrides, monkeypatch):
   """TFDS catalogue datasets cannot be downloaded here: tfds.testing.mock_data stands in (its
   images decoded: it cannot encode them without TensorFlow)."""

@@ -145,6 +145,7 @@ def test_the_model_contract_is_checked_before_any_compile(registry, tmp_path, da
   assert loop.train_and_evaluate(config, str(tmp_path / 'jit'))['last']['test']['count'] == 400
 
 
+@pytest.mark.slow
 def test_own_model_from_outside_the_checkout_trains_with_one_command(my_nets, tmp_path, data_dir):
   workdir = tmp_path / 'run'
   result = _cli('--config=default', f'--config.model.name={my_nets}:TinyNet',
@@ -170,6 +171,7 @@ def test_own_model_from_outside_the_checkout_trains_with_one_command(my_nets, tm
 
 # --- Any field from the command line -------------------------------------------------------------
 
+@pytest.mark.slow
 def test_any_model_field_is_a_flag_with_its_type():
   printed = _printed_config(_cli('--config.model.kwargs.dropout=0.1',
                                  '--config.model.kwargs.widths=(8,16)',
@@ -310,6 +312,7 @@ def test_bfloat16_default_experiment_reaches_the_float32_accuracy(tmp_path, data
   assert round(400 * (accuracy['float32'] - accuracy['bfloat16'])) <= 2, accuracy
 
 
+@pytest.mark.slow
 def test_float16_resumes_and_refuses_a_resume_in_another_precision(tmp_path, data_dir):
   workdir = str(tmp_path / 'run')
   loop.train_and_evaluate(digits_config(data_dir, compute_dtype='float16'), workdir)

@@ -12,6 +12,7 @@ from experiments import (motifs_deepbind, shapes_dilated, shapes_fcn, shapes_seg
 from tests.test_train import override
 
 
+@pytest.mark.slow
 def test_deepbind_experiment_reaches_95_percent_and_recovers_the_motif(tmp_path, data_dir):
   config = override(motifs_deepbind.get_config(), {'data.data_dir': data_dir})
   workdir = str(tmp_path / 'deepbind')
@@ -48,6 +49,7 @@ def test_shapes_scenes_label_every_pixel_and_are_reproducible():
   assert 0.05 < (labels > 0).mean() < 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('experiment', [shapes_unet, shapes_fcn, shapes_segnet, shapes_dilated])
 def test_segmentation_experiments_train_and_report_mean_iou(experiment, tmp_path, data_dir):
   config = override(experiment.get_config(), {
