@@ -92,12 +92,17 @@ def _primitives(jaxpr) -> set[str]:
   return found
 
 
-def test_a_depthwise_convolution_and_a_devices_share_of_the_batch(path):
-  """The key holds one device's share of a batch split over 4 devices; a depthwise kernel's ways
-  are its rule and the plain shifted sum."""
+def test_a_depthwise_convolution_timed_on_every_device_at_once(path, monkeypatch):
+  """The key holds one device's share of a batch split over 4 devices, and each way is timed on
+  the 4 devices together, each on such a share; a depthwise kernel's ways are its rule and the
+  plain shifted sum."""
   mesh = parallel.make_mesh()
   x = jax.device_put(jnp.ones((8, 5, 5, 6)), parallel.batch_sharded(mesh))
   kernel = jnp.ones((3, 3, 1, 6)) / 9
+  timed = []
+  seconds = tuning._seconds  # pylint: disable=protected-access
+  monkeypatch.setattr(tuning, '_seconds', lambda program, arguments, fastest: (
+      timed.append(arguments), seconds(program, arguments, fastest))[1])
 
   def loss(x, kernel):
     with conv_form.split_batch(mesh.size):
@@ -105,11 +110,16 @@ def test_a_depthwise_convolution_and_a_devices_share_of_the_batch(path):
                    feature_group_count=6, impl='mixed')
     return jnp.sum(y ** 2)
 
-  with conv_form.tuning(path):
+  with conv_form.tuning(path, mesh.size):
     jax.jit(jax.grad(loss))(x, kernel)
   entries = json.load(open(path, encoding='utf-8'))[tuning.machine()]
-  key = tuning.signature((2, 5, 5, 6), kernel.shape, (1, 1), PADDING, (1, 1), jnp.float32)
+  key = tuning.signature((2, 5, 5, 6), kernel.shape, (1, 1), PADDING, (1, 1), jnp.float32, 4)
   assert set(entries) == {key} and set(entries[key]['ms']) == {'mixed_shifts', 'shifts'}
+  assert len(timed) == 2
+  for timed_x, timed_kernel in timed:
+    assert timed_x.shape == (8, 5, 5, 6) and timed_kernel.shape == kernel.shape
+    assert timed_x.sharding.shard_shape(timed_x.shape) == (2, 5, 5, 6)
+    assert len(timed_x.sharding.device_set) == 4
 
 
 def test_no_timing_without_a_file_or_outside_mixed(inputs, path, monkeypatch):
@@ -122,8 +132,8 @@ def test_no_timing_without_a_file_or_outside_mixed(inputs, path, monkeypatch):
   assert convolve_module.form('mixed', kernel.shape) == 'mixed'
 
 
-@pytest.mark.parametrize('tune', [True, False])
-def test_the_train_step_tunes_where_the_config_says(tmp_path, monkeypatch, tune):
+@pytest.mark.parametrize('tune,per_device', [(True, False), (True, True), (False, False)])
+def test_the_train_step_tunes_where_the_config_says(tmp_path, monkeypatch, tune, per_device):
   from tests.test_convolve_impls import _WideConv  # pylint: disable=g-import-not-at-top
   from cnn_jax.train import loop, optim, steps  # pylint: disable=g-import-not-at-top
   from experiments import base  # pylint: disable=g-import-not-at-top
@@ -132,6 +142,7 @@ def test_the_train_step_tunes_where_the_config_says(tmp_path, monkeypatch, tune)
   monkeypatch.setattr(tuning, '_loaded', {})
   config = base.get_config()
   config.tune_convolutions = tune
+  config.parallel.mode = 'pmap' if per_device else 'jit'
   mesh = parallel.make_mesh()
   model = _WideConv()
   schedule = optim.learning_rate(config.optim, 1, 1)
@@ -142,6 +153,7 @@ def test_the_train_step_tunes_where_the_config_says(tmp_path, monkeypatch, tune)
   with convolve_module.use('mixed'):
     steps.make_train_step(model, tx, schedule, config, mesh).lower(state, batch)
   assert path.exists() == tune
-  if tune:  # each device's share: 2 of the 8 examples
-    assert any(key.startswith('x [2, 6, 6, 20]')
-               for key in json.load(open(path, encoding='utf-8'))[tuning.machine()])
+  if tune:  # each device's share, 2 of the 8 examples, timed on the 4 devices at once
+    keys = list(json.load(open(path, encoding='utf-8'))[tuning.machine()])
+    assert keys and all(key.startswith('x [2, 6, 6, 20]') and key.endswith(' on 4 devices')
+                        for key in keys), keys

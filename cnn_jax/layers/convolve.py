@@ -103,7 +103,8 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
     computation = tuning.choose(
         conv_form.tuning_file(), share, kernel.shape, strides, padding, dilation,
         jnp.result_type(x, kernel), cpu_rules.plans(computation, padding),
-        lambda way, x, kernel: compute(way, x, kernel, strides, padding, dilation, precision))
+        lambda way, x, kernel: compute(way, x, kernel, strides, padding, dilation, precision),
+        conv_form.tuning_devices())
   return compute(computation, x, kernel, strides, padding, dilation, precision, input_dilation,
                  feature_group_count, batch_groups)
 

@@ -3,13 +3,15 @@ on the machine that runs, the way XLA autotunes cuDNN's algorithms on GPUs.
 
 `cpu_rules`' thresholds pick a way for each convolution from its shape; they were fitted on one
 CPU, and another CPU family (wider vectors, AMX, other cache sizes) can rank the ways differently.
-Where tuning is on (`conv_form.tuning(path)`; the train step sets it from
+Where tuning is on (`conv_form.tuning(path, devices)`; the train step sets it from
 ``config.tune_convolutions``), `convolve` looks each convolution up in the file at ``path``; on a
 miss it compiles every way of computing it (`cpu_rules.plans`), times each one's forward and
-backward pass on one device's share of the batch, keeps the fastest in the file, and computes
-with it. Entries are keyed by the machine (the CPU model, its cores, the devices, the JAX version)
-and the convolution (one device's input shape, the kernel, strides, padding, dilation, dtype), so
-a later launch pays one lookup per convolution and no timing.
+backward pass on every device of the step at once, each on its share of the batch (the devices
+share the cores: a way that is fastest alone on all of them need not be when each has its part),
+keeps the fastest in the file, and computes with it. Entries are keyed by the machine (the CPU
+model, its cores, the devices, the JAX version) and the convolution (one device's input shape,
+the kernel, strides, padding, dilation, dtype, the devices), so a later launch pays one lookup per
+convolution and no timing.
 
 The timing runs in a thread of its own: the convolution is met while the step is being traced,
 and a thread starts outside that trace, so its programs run.
@@ -27,13 +29,18 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from cnn_jax import host
 
-# Each way is run once to warm it, then timed until it has run this many times or for
-# `_TIME_BUDGET_SECONDS`; its fastest run counts.
+# Each way runs until it has run this many times or for `_TIME_BUDGET_SECONDS`; its fastest run
+# counts. The first run is one of them (a compiled program's first run is no slower than the next
+# on a CPU): the timing and the compiles are the first launch's extra cost.
 _RUNS = 3
 _TIME_BUDGET_SECONDS = 0.5
+# A way whose first run is this much slower than the fastest so far runs no more: the runs of one
+# program differ by far less.
+_BEHIND = 1.25
 
 _lock = threading.Lock()
 _loaded: dict[str, dict[str, dict]] = {}  # per file: its entries, as read or written
@@ -48,9 +55,11 @@ def machine() -> str:
 
 
 def signature(x_shape: Sequence[int], kernel_shape: Sequence[int], strides: Sequence[int],
-              padding: Sequence[tuple[int, int]], dilation: Sequence[int], dtype) -> str:
+              padding: Sequence[tuple[int, int]], dilation: Sequence[int], dtype,
+              devices: int = 1) -> str:
+  on = f' on {devices} devices' if devices > 1 else ''
   return (f'x {list(x_shape)} kernel {list(kernel_shape)} strides {list(strides)} padding '
-          f'{[list(p) for p in padding]} dilation {list(dilation)} {jnp.dtype(dtype).name}')
+          f'{[list(p) for p in padding]} dilation {list(dilation)} {jnp.dtype(dtype).name}{on}')
 
 
 def _entries(path: str) -> dict[str, dict]:
@@ -81,49 +90,67 @@ def _store(path: str, key: str, choice: dict) -> None:
   os.replace(temporary, path)
 
 
-def _seconds(function: Callable, arguments: tuple) -> float:
-  """The fastest of a few runs of ``function`` (jitted here) on ``arguments``."""
-  compiled = jax.jit(function).lower(*arguments).compile()
-  jax.block_until_ready(compiled(*arguments))
+def _seconds(compiled: Callable, arguments: tuple, fastest: float) -> float:
+  """The fastest of a few runs of ``compiled`` on ``arguments``; one run only where it is far
+  behind ``fastest``, the fastest other way's."""
   best, started = math.inf, time.perf_counter()
   for _ in range(_RUNS):
     start = time.perf_counter()
     jax.block_until_ready(compiled(*arguments))
     best = min(best, time.perf_counter() - start)
-    if start - started > _TIME_BUDGET_SECONDS:
+    if best > _BEHIND * fastest or time.perf_counter() - started > _TIME_BUDGET_SECONDS:
       break
   return best
 
 
-def _time_each(ways: Sequence[str], compute: Callable, x_shape, kernel_shape, dtype
-               ) -> dict[str, float]:
-  """Seconds of each way's forward and backward pass, on inputs of these shapes."""
+def _time_each(ways: Sequence[str], compute: Callable, x_shape, kernel_shape, dtype,
+               devices: int) -> dict[str, float]:
+  """Seconds of each way's forward and backward pass on inputs of these shapes, on ``devices``
+  devices at once (``x_shape``: each one's share)."""
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.standard_normal(x_shape), dtype)
-  kernel = jnp.asarray(rng.standard_normal(kernel_shape) / math.sqrt(
-      math.prod(kernel_shape[:-1])), dtype)
+  mesh = Mesh(np.array(jax.local_devices()[:devices]), ('batch',))
+  x = jax.device_put(rng.standard_normal((devices * x_shape[0], *x_shape[1:])).astype(dtype),
+                     NamedSharding(mesh, PartitionSpec('batch')))
+  kernel = jax.device_put((rng.standard_normal(kernel_shape) / math.sqrt(
+      math.prod(kernel_shape[:-1]))).astype(dtype), NamedSharding(mesh, PartitionSpec()))
+
+  def compiled(way):
+    loss = lambda x, kernel: jnp.sum(jnp.square(compute(way, x, kernel))) / 2
+
+    def gradients(x, kernel):  # each device's own: their sum is common to all ways
+      dx, dkernel = jax.grad(loss, argnums=(0, 1))(x, kernel)
+      return dx, dkernel[None]
+
+    return jax.jit(jax.shard_map(
+        gradients, mesh=mesh, in_specs=(PartitionSpec('batch'), PartitionSpec()),
+        out_specs=(PartitionSpec('batch'), PartitionSpec('batch')), check_vma=False)
+                   ).lower(x, kernel).compile()
+
+  # XLA compiles outside Python's lock: the ways compile side by side, then run one at a time.
+  with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
+    programs = list(pool.map(compiled, ways))
   seconds = {}
-  for way in ways:
-    loss = lambda x, kernel, way=way: jnp.sum(jnp.square(compute(way, x, kernel))) / 2
-    seconds[way] = _seconds(jax.grad(loss, argnums=(0, 1)), (x, kernel))
+  for way, program in zip(ways, programs):
+    seconds[way] = _seconds(program, (x, kernel), min(seconds.values(), default=math.inf))
   return seconds
 
 
 def choose(path: str, x_shape: Sequence[int], kernel_shape: Sequence[int],
            strides: Sequence[int], padding: Sequence[tuple[int, int]], dilation: Sequence[int],
-           dtype, ways: Sequence[str], compute: Callable[[str, jax.Array, jax.Array], jax.Array]
-           ) -> str:
-  """The fastest of ``ways`` for this convolution (``x_shape``: one device's share of the batch)
-  on this machine: from the file at ``path``, or timed now (``compute(way, x, kernel)`` computes
-  it) and added to the file."""
-  key = signature(x_shape, kernel_shape, strides, padding, dilation, dtype)
+           dtype, ways: Sequence[str], compute: Callable[[str, jax.Array, jax.Array], jax.Array],
+           devices: int = 1) -> str:
+  """The fastest of ``ways`` for this convolution (``x_shape``: one device's share of the batch,
+  on each of ``devices`` devices at once) on this machine: from the file at ``path``, or timed
+  now (``compute(way, x, kernel)`` computes it) and added to the file."""
+  devices = min(devices, jax.local_device_count())
+  key = signature(x_shape, kernel_shape, strides, padding, dilation, dtype, devices)
   with _lock:
     known = _entries(path).get(machine(), {}).get(key)
     if known and known['choice'] in ways:
       return known['choice']
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # outside the trace that met it
       seconds = pool.submit(_time_each, ways, compute, tuple(x_shape), tuple(kernel_shape),
-                            dtype).result()
+                            dtype, devices).result()
     choice = min(seconds, key=seconds.get)
     _store(path, key, {'choice': choice, 'ms': {w: round(1e3 * s, 3) for w, s in seconds.items()}})
     return choice

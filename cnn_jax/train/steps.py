@@ -165,7 +165,8 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
 
   def step(state: TrainState, batch: dict):
     # The batch is split over the mesh's devices (a per-device program holds one share).
-    with conv_form.split_batch(1 if per_device else mesh.size), conv_form.tuning(tuned):
+    with (conv_form.split_batch(1 if per_device else mesh.size),
+          conv_form.tuning(tuned, mesh.size)):
       return update(state, batch)
 
   if per_device:
