@@ -262,13 +262,21 @@ class _WideConv(nn.Module):
 def test_the_train_step_says_over_how_many_devices_its_batch_is_split(monkeypatch, mode, devices):
   """The device-group count reaches 'mixed' from the train step that knows it: the mesh's size
   for a global program, 1 for a per-device one."""
-  from cnn_jax.train import loop, optim, steps  # pylint: disable=g-import-not-at-top
   from experiments import base  # pylint: disable=g-import-not-at-top
   seen = []
   told = conv_form.batch_groups
   monkeypatch.setattr(conv_form, 'batch_groups', lambda: seen.append(told()) or seen[-1])
   config = base.get_config()
   config.parallel.mode = mode
+  lower_wide_train_step(config, before_step=seen.clear)  # the init's forward pass is no step's
+  assert seen and set(seen) == {devices}
+  assert conv_form.batch_groups() == 1  # outside the step
+
+
+def lower_wide_train_step(config, before_step=lambda: None) -> None:
+  """Lowers ``config``'s train step of `_WideConv` under 'mixed', for a batch of 8 over the 4
+  test devices (``before_step`` runs once the state is initialised)."""
+  from cnn_jax.train import loop, optim, steps  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh()
   assert mesh.size == 4
   model = _WideConv()
@@ -277,8 +285,6 @@ def test_the_train_step_says_over_how_many_devices_its_batch_is_split(monkeypatc
   state = jax.jit(loop.state_initializer(model, tx, (6, 6, 20), config),
                   out_shardings=parallel.replicated(mesh))()
   batch = {'image': jnp.ones((8, 6, 6, 20)), 'label': jnp.zeros((8,), jnp.int32)}
-  seen.clear()  # the initialisation's forward pass is no step's
+  before_step()
   with convolve_module.use('mixed'):
     steps.make_train_step(model, tx, schedule, config, mesh).lower(state, batch)
-  assert seen and set(seen) == {devices}
-  assert conv_form.batch_groups() == 1  # outside the step

@@ -134,8 +134,7 @@ def test_no_timing_without_a_file_or_outside_mixed(inputs, path, monkeypatch):
 
 @pytest.mark.parametrize('tune,per_device', [(True, False), (True, True), (False, False)])
 def test_the_train_step_tunes_where_the_config_says(tmp_path, monkeypatch, tune, per_device):
-  from tests.test_convolve_impls import _WideConv  # pylint: disable=g-import-not-at-top
-  from cnn_jax.train import loop, optim, steps  # pylint: disable=g-import-not-at-top
+  from tests.test_convolve_impls import lower_wide_train_step  # pylint: disable=g-import-not-at-top
   from experiments import base  # pylint: disable=g-import-not-at-top
   path = tmp_path / 'tuning.json'
   monkeypatch.setenv('CNN_JAX_TUNING_FILE', str(path))
@@ -143,15 +142,7 @@ def test_the_train_step_tunes_where_the_config_says(tmp_path, monkeypatch, tune,
   config = base.get_config()
   config.tune_convolutions = tune
   config.parallel.mode = 'pmap' if per_device else 'jit'
-  mesh = parallel.make_mesh()
-  model = _WideConv()
-  schedule = optim.learning_rate(config.optim, 1, 1)
-  tx = optim.create(config.optim, schedule)
-  state = jax.jit(loop.state_initializer(model, tx, (6, 6, 20), config),
-                  out_shardings=parallel.replicated(mesh))()
-  batch = {'image': jnp.ones((8, 6, 6, 20)), 'label': jnp.zeros((8,), jnp.int32)}
-  with convolve_module.use('mixed'):
-    steps.make_train_step(model, tx, schedule, config, mesh).lower(state, batch)
+  lower_wide_train_step(config)
   assert path.exists() == tune
   if tune:  # each device's share, 2 of the 8 examples, timed on the 4 devices at once
     keys = list(json.load(open(path, encoding='utf-8'))[tuning.machine()])
