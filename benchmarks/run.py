@@ -169,7 +169,8 @@ def jax_worker(name: str, devices: int, conv_impl: str, dtype: str, tune: str, s
   xla_flops = float(cost.get('flops', 0.0)) * devices
   model_flops = 6 * batch_size * arithmetic.summarize(model, (1, *shape), print_fn=None).total_macs
   return {'framework': 'cnn_jax', 'devices': devices, 'conv_impl': conv_impl, 'dtype': dtype,
-          'tuned': config.tune_convolutions, 'params': sum(x.size for x in jax.tree_util.tree_leaves(state.params)),
+          'tuned': config.tune_convolutions,
+          'params': sum(x.size for x in jax.tree_util.tree_leaves(state.params)),
           'compile_s': round(compile_s, 2), 'step_s': round(step_s, 5),
           'examples_per_s': round(batch_size / step_s, 1), 'xla_flops_per_step': xla_flops,
           'model_flops_per_step': model_flops,
