@@ -12,19 +12,21 @@ computes the same maths in one of several forms:
   product and fused element-wise loops, where its native convolution, except the forward 2-D ones
   YNNPACK takes (see 'mixed'), uses one core (and its grouped convolution is slower still).
   Transposed and partially grouped convolutions stay 'xla'.
-* ``'mixed'``: 'matmul' with backward passes of its own for CPUs (`cpu_rules`). 2-D float32 convolutions with more
-  than 16 input or output channels run forward, and backward to their input, as XLA's native
-  convolution, which XLA's CPU backend hands to YNNPACK's direct kernels (the input's gradient as a
-  forward convolution with the kernel flipped, so that YNNPACK takes it; a strided one's as one such
-  convolution per phase of the stride, else the patches' transpose), and backward to the kernel as
-  the patches' matrix product, the one gradient YNNPACK does not compute, built a cache-sized chunk
-  of each device's batch at a time (a unit-stride first dim's taps as shifts of dy; a single input
-  channel's planes all at once). On small maps with many channels, where much of the window falls on
-  padding, these three are instead one matrix product per kernel tap with only the inputs it meets.
-  Float32 depthwise convolutions keep only their input for the backward pass, compute its gradient
-  one phase of the stride at a time, and sum every tap's kernel gradient in one pass over it. Being
-  `jax.custom_vjp` rules, they are reverse mode only: forward-mode derivatives (`jax.jvp`,
-  `jax.jacfwd`, `jax.hessian`) need 'matmul' or 'xla'.
+* ``'mixed'``: 'matmul' with backward passes of its own for CPUs (`cpu_rules`). 2-D float32
+  convolutions with more than 16 input or output channels run forward, and backward to their input,
+  as XLA's native convolution, which XLA's CPU backend hands to YNNPACK's direct kernels (the
+  input's gradient as a forward convolution with the kernel flipped, so that YNNPACK takes it; a
+  strided one's as one such convolution per phase of the stride, else the patches' transpose), and
+  backward to the kernel as the patches' matrix product, the one gradient YNNPACK does not compute,
+  built a cache-sized chunk of each device's batch at a time (a unit-stride first dim's taps as
+  shifts of dy; a single input channel's planes all at once). On small maps with many channels,
+  where much of the window falls on padding, these three are instead one matrix product per kernel
+  tap with only the inputs it meets. Float32 depthwise convolutions keep only their input for the
+  backward pass, compute its gradient one phase of the stride at a time, and sum every tap's kernel
+  gradient in one pass over it. Being `jax.custom_vjp` rules, they are reverse mode only:
+  forward-mode derivatives (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) need 'matmul' or 'xla'. Where a
+  train step turns tuning on (`conv_form.tuning`), each of these convolutions is instead computed
+  the way that measured fastest on this machine (`tuning`).
 * ``'auto'`` (default): 'mixed' on CPUs, 'xla' on GPUs and TPUs.
 
 The plain forms are in `forms`, the CPU rules in `cpu_rules`; this module picks one (`form`).

@@ -305,8 +305,8 @@ def _mixed_shifts_backward(strides, padding, dilation, residuals, dy):
   dx = taps.transpose(lambda t, dy: dy * rows[t], [dy], window, x.shape[1:-1], strides, padding,
                       dilation)
   # Every tap's products summed in one pass over x and dy (a variadic reduce), not one pass per
-  # tap, which reads them once per tap. Along the last spatial dim only, then the rest: one long sequential sum
-  # would lose float32 precision.
+  # tap, which reads them once per tap. Along the last spatial dim only, then the rest: one long
+  # sequential sum would lose float32 precision.
   slices = taps.windows(taps.pad(x, padding), window, strides, dilation)
   products = tuple(tap * dy for tap in slices)
   zero = jnp.zeros((), dy.dtype)
