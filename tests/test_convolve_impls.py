@@ -103,11 +103,38 @@ def test_every_form_equals_the_native_convolution(shape, kernel_shape, strides, 
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize('dtype', [jnp.bfloat16, jnp.float16])
+def test_narrow_floats_are_computed_in_float32_by_the_cpu_rules(dtype):
+  # XLA's CPU backend multiplies them in float32 anyway; converted first, the rules take them.
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 8, 8, 32)), dtype)
+  kernel = jnp.asarray(rng.standard_normal((3, 3, 32, 32)) / np.sqrt(288), dtype)
+  conv = functools.partial(convolve, strides=(1, 1), padding=((1, 1), (1, 1)),
+                           kernel_dilation=(1, 1))
+
+  def run(impl, x, kernel):
+    loss = lambda x, kernel: jnp.sum(jnp.sin(conv(x, kernel, impl=impl).astype(jnp.float32)))
+    return conv(x, kernel, impl=impl), jax.grad(loss, argnums=(0, 1))(x, kernel)
+
+  assert convolve_module.form('mixed', kernel.shape, dtype=dtype) == 'patches'
+  assert 'custom_vjp_call' in str(jax.make_jaxpr(functools.partial(conv, impl='mixed'))(x, kernel))
+  # The native form is left as the user wrote it.
+  assert 'custom_vjp_call' not in str(
+      jax.make_jaxpr(functools.partial(conv, impl='xla'))(x, kernel))
+  y, (dx, dk) = run('mixed', x, kernel)
+  y_wide, (dx_wide, dk_wide) = run('mixed', x.astype(jnp.float32), kernel.astype(jnp.float32))
+  assert (y.dtype, dx.dtype, dk.dtype) == (dtype,) * 3
+  np.testing.assert_array_equal(np.asarray(y, np.float32),
+                                np.asarray(y_wide.astype(dtype), np.float32))
+  for got, want in ((dx, dx_wide), (dk, dk_wide)):  # within the rounding of the narrow cotangent
+    np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=0,
+                               atol=2**-6 * float(jnp.abs(want).max()))
+
+
 def test_auto_is_mixed_on_cpu_and_xla_elsewhere_and_transposes_stay_native():
   assert convolve_module.form('auto', (3, 3, 4, 32), platform='cpu') == 'mixed'
-  # What YNNPACK does not take stays im2col: few channels, bfloat16, 1-D and 3-D kernels.
+  # What YNNPACK does not take stays im2col: few channels, 1-D and 3-D kernels.
   assert convolve_module.form('auto', (3, 3, 4, 8), platform='cpu') == 'patches'
-  assert convolve_module.form('mixed', (3, 3, 32, 32), dtype=jnp.bfloat16) == 'patches'
   assert convolve_module.form('mixed', (3, 32, 32)) == 'patches'
   assert convolve_module.form('mixed', (3, 3, 3, 32, 32)) == 'patches'
   assert convolve_module.form('mixed', (1, 1, 32, 32)) == 'dense'

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_jax import models
+from cnn_jax import conv_form, models
 from cnn_jax.models import registry as model_registry
 from cnn_jax.data import sources
 from cnn_jax.errors import ConfigError
@@ -261,11 +261,21 @@ def test_mixed_precision_computes_in_half_and_keeps_float32_state_and_loss(compu
   assert {leaf.dtype for leaf in leaves if jnp.issubdtype(leaf.dtype, jnp.floating)} == {
       jnp.dtype(jnp.float32)}
   assert logs['loss'].dtype == jnp.float32
-  text = step.lower(state, batch).as_text()
   short = {'bfloat16': 'bf16', 'float16': 'f16'}[compute_dtype]
-  # Every convolution, whatever its form (native, or the matrix products of 'matmul' on CPUs).
+  with conv_form.use('xla'):  # GPUs' and TPUs' form: every convolution and product in half
+    xla_step, state, batch = _abstract_step(compute_dtype)
+    text = xla_step.lower(state, batch).as_text()
   products = re.findall(r'stablehlo.(?:convolution|dot_general).*', text)
   assert products and all(f'x{short}>' in c for c in products)
+  # On CPUs, where XLA multiplies half floats in float32, the convolutions convert to float32
+  # themselves (so that the CPU rules take them) and their outputs back to half.
+  text = step.lower(state, batch).as_text()
+  products = re.findall(r'stablehlo.dot_general .*', text)
+  # The first convolution (one input channel: its kernel times the taps' planes, 3 * 3 of
+  # 32 * 8 * 8 positions), and its output back; the classifier's product stays in half.
+  assert any('(tensor<8x9xf32>, tensor<9x2048xf32>)' in c for c in products)
+  assert f'(tensor<32x8x8x8xf32>) -> tensor<32x8x8x8x{short}>' in text
+  assert any(f'(tensor<32x16x{short}>, tensor<16x10x{short}>)' in c for c in products)
   # The softmax cross-entropy: its log-sum-exp runs on float32 logits.
   assert re.search(r'stablehlo.exponential .*tensor<32x10xf32>', text)
   assert ('loss_scale' in logs) == (compute_dtype == 'float16')

@@ -23,10 +23,12 @@ computes the same maths in one of several forms:
   where much of the window falls on padding, these three are instead one matrix product per kernel
   tap with only the inputs it meets. Float32 depthwise convolutions keep only their input for the
   backward pass, compute its gradient one phase of the stride at a time, and sum every tap's kernel
-  gradient in one pass over it. Being `jax.custom_vjp` rules, they are reverse mode only:
-  forward-mode derivatives (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) need 'matmul' or 'xla'. Where a
-  train step turns tuning on (`conv_form.tuning`), each of these convolutions is instead computed
-  the way that measured fastest on this machine (`tuning`).
+  gradient in one pass over it. Bfloat16 and float16 convolutions are converted to float32 first
+  and the result back, so that these rules take them: XLA's CPU backend multiplies them in
+  float32 anyway, converting each product's operands. Being `jax.custom_vjp` rules, they are
+  reverse mode only: forward-mode derivatives (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) need
+  'matmul' or 'xla'. Where a train step turns tuning on (`conv_form.tuning`), each of these
+  convolutions is instead computed the way that measured fastest on this machine (`tuning`).
 * ``'auto'`` (default): 'mixed' on CPUs, 'xla' on GPUs and TPUs.
 
 The plain forms are in `forms`, the CPU rules in `cpu_rules`; this module picks one (`form`).
@@ -89,6 +91,13 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
     impl: 'auto', 'xla', 'matmul' or 'mixed' (see the module docstring); default: the one in
       `use`.
   """
+  dtype = jnp.result_type(x, kernel)
+  if dtype in cpu_rules.WIDENED and cpu_rules.in_force(impl):
+    wide = convolve(x.astype(jnp.float32), kernel.astype(jnp.float32), strides=strides,
+                    padding=padding, kernel_dilation=kernel_dilation,
+                    input_dilation=input_dilation, feature_group_count=feature_group_count,
+                    precision=precision, impl=impl)
+    return wide.astype(dtype)
   rank = kernel.ndim - 2
   strides, dilation = tuple(strides), tuple(kernel_dilation)
   padding = tuple((lo, hi) for lo, hi in padding)
@@ -96,15 +105,15 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
   window = kernel.shape[:rank]
   sizes = tuple((n - 1) * d + 1 for n, d in zip(x.shape[1:-1], input_dilation))
   out_sizes = arithmetic.conv_output_shape(sizes, window, strides, padding, dilation)
-  computation = form(impl, kernel.shape, feature_group_count, input_dilation,
-                     dtype=jnp.result_type(x, kernel), sizes=(sizes, out_sizes))
+  computation = form(impl, kernel.shape, feature_group_count, input_dilation, dtype=dtype,
+                     sizes=(sizes, out_sizes))
   batch_groups = conv_form.batch_groups()
   if computation in ('mixed', 'mixed_shifts') and conv_form.tuning_file():
     n = x.shape[0]
     share = (n // batch_groups if n % batch_groups == 0 else n, *x.shape[1:])
     computation = tuning.choose(
-        conv_form.tuning_file(), share, kernel.shape, strides, padding, dilation,
-        jnp.result_type(x, kernel), cpu_rules.plans(computation, padding),
+        conv_form.tuning_file(), share, kernel.shape, strides, padding, dilation, dtype,
+        cpu_rules.plans(computation, padding),
         lambda way, x, kernel: compute(way, x, kernel, strides, padding, dilation, precision),
         conv_form.tuning_devices())
   return compute(computation, x, kernel, strides, padding, dilation, precision, input_dilation,

@@ -33,6 +33,10 @@ FEW_CHANNELS = 32
 # YNNPACK's direct kernels take XLA's 2-D float32 convolutions wider than this (channels in or
 # out); narrower ones XLA runs on one core itself, slower than the patches' product.
 DIRECT_MIN_CHANNELS = 16
+# Floats XLA's CPU backend multiplies in float32, converting the operands of each of their
+# convolutions and matrix products: `cnn_jax.layers.convolve` converts them to float32 first, so
+# that these rules, written for float32, take them.
+WIDENED = (jnp.bfloat16, jnp.float16)
 
 
 def in_force(impl: str | None = None, platform: str | None = None) -> bool:
