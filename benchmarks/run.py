@@ -10,8 +10,8 @@ run.
   memory) against a PyTorch eager twin of each model with the same parameter count (NCHW and
   channels_last), at batch 128, in float32 and in bfloat16 (PyTorch's autocast). Every
   configuration runs in its own process (device counts and thread pools are fixed at start-up),
-  all of them once per round, in turn; a configuration's figure is its best round. ``ratio`` is cnn_jax's best over PyTorch's best at
-  the same precision.
+  all of them once per round, in turn; a configuration's figure is its best round. ``ratio`` is
+  cnn_jax's best over PyTorch's best at the same precision.
 * ``input_pipeline``: for every shipped experiment whose data is prepared, the images/s that
   `pipeline.train_batches` delivers against the images/s its train step consumes, both on the
   devices a launch of the experiment makes.
