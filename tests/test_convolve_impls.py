@@ -67,6 +67,10 @@ MIXED_CASES = [
     *TAP_CASES,
     # LeNet-5's C5: its input gradient, a 5x5 window over a 1x1 map, goes through the patches.
     ((2, 5, 5, 16), (5, 5, 16, 24), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, 'mixed'),
+    # A single input channel to few features (LeNet-5's C1), the planes kept for the kernel
+    # gradient: unpadded; strided, dilated and cropped.
+    ((2, 12, 12, 1), (5, 5, 1, 6), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, 'mixed_planes'),
+    ((2, 12, 11, 1), (5, 3, 1, 6), (2, 1), ((2, 1), (-1, 2)), (1, 2), 1, 'mixed_planes'),
     # Depthwise kernels, whose kernel gradient is one pass over every tap and input gradient one
     # stride phase at a time: unit strides with cropping, strided, causal and dilated in 1-D.
     ((2, 9, 8, 6), (3, 3, 1, 6), (1, 1), ((1, 2), (-1, 1)), (1, 2), 6, 'mixed_shifts'),
@@ -138,6 +142,9 @@ def test_auto_is_mixed_on_cpu_and_xla_elsewhere_and_transposes_stay_native():
   assert convolve_module.form('mixed', (3, 32, 32)) == 'patches'
   assert convolve_module.form('mixed', (3, 3, 3, 32, 32)) == 'patches'
   assert convolve_module.form('mixed', (1, 1, 32, 32)) == 'dense'
+  # A single input channel: 2-D to few features has a rule of its own, 1-D stays the planes'.
+  assert convolve_module.form('mixed', (5, 5, 1, 6)) == 'mixed_planes'
+  assert convolve_module.form('mixed', (5, 1, 6)) == 'patches'
   # ... nor a window or an output larger than the input.
   assert convolve_module.form('mixed', (5, 5, 16, 120), sizes=((5, 5), (1, 1))) == 'mixed'
   assert convolve_module.form('mixed', (5, 5, 16, 120), sizes=((4, 4), (1, 1))) == 'patches'
@@ -232,6 +239,25 @@ def test_a_small_maps_kernel_gradient_is_summed_tap_by_tap_on_each_devices_batch
                      parallel.batch_sharded(mesh))
   np.testing.assert_allclose(per_device('mixed')(x, kernel), per_device('xla')(x, kernel),
                              rtol=2e-5, atol=2e-4)
+
+
+def test_a_single_channels_kernel_gradient_is_its_planes_times_dy():
+  """Autodiff's transpose of the planes' product contracts dy and the planes over both their last
+  dims, which XLA's CPU backend runs slowly; the rule's is the planes [taps, positions] times dy
+  [positions, features], from the planes of the forward pass."""
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 12, 12, 1)), jnp.float32)
+  kernel = jnp.ones((5, 5, 1, 6)) / 25
+
+  def kernel_gradient_products(impl):
+    loss = lambda kernel: jnp.sum(jnp.sin(convolve(
+        x, kernel, strides=(1, 1), padding=((0, 0), (0, 0)), kernel_dilation=(1, 1), impl=impl)))
+    program = jax.jit(jax.grad(loss)).lower(kernel).compile().as_text()
+    return [line.split(' dot(')[1].split(', metadata')[0] for line in program.splitlines()
+            if ' dot(' in line and 'f32[25,6]' in line]
+
+  rule, autodiff = kernel_gradient_products('mixed'), kernel_gradient_products('matmul')
+  assert len(rule) == 1 and 'lhs_contracting_dims={1}, rhs_contracting_dims={0}' in rule[0]
+  assert len(autodiff) == 1 and 'lhs_contracting_dims={1}, rhs_contracting_dims={1}' in autodiff[0]
 
 
 def _primitives(fn, *args) -> set[str]:

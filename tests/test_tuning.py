@@ -60,6 +60,19 @@ def test_a_convolution_is_timed_once_then_read_back(inputs, path, monkeypatch):
     _gradients(x, kernel)
 
 
+def test_a_single_channels_ways_are_its_rule_and_the_plain_planes(path):
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.standard_normal((4, 6, 6, 1)), jnp.float32)
+  kernel = jnp.asarray(rng.standard_normal((3, 3, 1, 8)) / 3, jnp.float32)
+  with conv_form.tuning(path):
+    tuned = _gradients(x, kernel)
+  for ours, xla in zip(tuned, _gradients(x, kernel, 'xla')):
+    np.testing.assert_allclose(ours, xla, rtol=1e-4, atol=1e-4)
+  key = tuning.signature(x.shape, kernel.shape, (1, 1), PADDING, (1, 1), jnp.float32)
+  entry = json.load(open(path, encoding='utf-8'))[tuning.machine()][key]
+  assert set(entry['ms']) == {'mixed_planes', 'patches'}
+
+
 @pytest.mark.parametrize('way,native', [('patches', False), ('mixed/direct/taps', True),
                                         ('mixed/taps/patches', False)])
 def test_the_choice_in_the_file_is_the_way_computed(inputs, path, way, native):

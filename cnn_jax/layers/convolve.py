@@ -21,9 +21,11 @@ computes the same maths in one of several forms:
   built a cache-sized chunk of each device's batch at a time (a unit-stride first dim's taps as
   shifts of dy; a single input channel's planes all at once). On small maps with many channels,
   where much of the window falls on padding, these three are instead one matrix product per kernel
-  tap with only the inputs it meets. Float32 depthwise convolutions keep only their input for the
-  backward pass, compute its gradient one phase of the stride at a time, and sum every tap's kernel
-  gradient in one pass over it. Bfloat16 and float16 convolutions are converted to float32 first
+  tap with only the inputs it meets. A single input channel's other 2-D convolutions (few
+  features) keep the planes of their forward product for the kernel gradient, the planes times
+  dy. Float32 depthwise convolutions keep only their input for the backward pass, compute its
+  gradient one phase of the stride at a time, and sum every tap's kernel gradient in one pass
+  over it. Bfloat16 and float16 convolutions are converted to float32 first
   and the result back, so that these rules take them: XLA's CPU backend multiplies them in
   float32 anyway, converting each product's operands. Being `jax.custom_vjp` rules, they are
   reverse mode only: forward-mode derivatives (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) need
@@ -59,8 +61,8 @@ def form(impl: str | None, kernel_shape: Sequence[int], feature_group_count: int
          dtype: jnp.dtype = jnp.float32, sizes: tuple[Sequence[int], Sequence[int]] | None = None
          ) -> str:
   """Which computation `convolve` runs: 'xla', 'dense' (1x1), 'patches' (im2col), 'shifts'
-  (depthwise), or 'mixed' and 'mixed_shifts' (`cpu_rules`' backward passes for CPUs, see the
-  module docstring). ``sizes``: the (input, output) spatial sizes, where known."""
+  (depthwise), or 'mixed', 'mixed_planes' and 'mixed_shifts' (`cpu_rules`' backward passes for
+  CPUs, see the module docstring). ``sizes``: the (input, output) spatial sizes, where known."""
   impl = resolve(impl, platform)
   if impl == 'xla' or (input_dilation and any(d > 1 for d in input_dilation)):
     return 'xla'
@@ -108,7 +110,7 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
   computation = form(impl, kernel.shape, feature_group_count, input_dilation, dtype=dtype,
                      sizes=(sizes, out_sizes))
   batch_groups = conv_form.batch_groups()
-  if computation in ('mixed', 'mixed_shifts') and conv_form.tuning_file():
+  if computation in ('mixed', 'mixed_planes', 'mixed_shifts') and conv_form.tuning_file():
     n = x.shape[0]
     share = (n // batch_groups if n % batch_groups == 0 else n, *x.shape[1:])
     computation = tuning.choose(
@@ -134,6 +136,8 @@ def compute(computation: str, x: jax.Array, kernel: jax.Array, strides: Sequence
                            cpu_rules.plan(computation))
   if computation == 'shifts':
     return forms.shift_sum(x, kernel, strides, padding, dilation)
+  if computation == 'mixed_planes':
+    return cpu_rules.mixed_planes(x, kernel, strides, padding, dilation, precision)
   if computation == 'mixed_shifts':
     return cpu_rules.mixed_shifts(x, kernel, strides, padding, dilation)
   return forms.patch_product(x, kernel, strides, padding, dilation, precision)

@@ -48,25 +48,29 @@ def in_force(impl: str | None = None, platform: str | None = None) -> bool:
 def rule(kernel_shape: Sequence[int], feature_group_count: int, dtype: jnp.dtype,
          sizes: tuple[Sequence[int], Sequence[int]] | None = None) -> str | None:
   """The rule that computes a convolution of this kernel [*K, C/groups, F] where they are in
-  force: 'mixed' (a 2-D float32 convolution YNNPACK takes), 'mixed_shifts' (a float32 depthwise
-  one), or None (a plain form of `forms`). ``sizes``: the (input, output) spatial sizes, where
-  known."""
+  force: 'mixed' (a 2-D float32 convolution YNNPACK takes), 'mixed_planes' (any other 2-D float32
+  one from a single input channel), 'mixed_shifts' (a float32 depthwise one), or None (a plain
+  form of `forms`). ``sizes``: the (input, output) spatial sizes, where known."""
   *window, per_group, features = kernel_shape
   if dtype != jnp.float32:
     return None
   if feature_group_count == 1:
+    # Other ranks stay plain: in 1-D, a single input channel's rule measured level with them.
+    if len(window) != 2 or math.prod(window) == 1:
+      return None
     # What XLA's CPU backend gives YNNPACK; it runs any other convolution on one core itself.
-    takes = (len(window) == 2 and math.prod(window) > 1 and
-             max(per_group, features) > DIRECT_MIN_CHANNELS and
-             (sizes is None or _direct_takes(window, *sizes)))
-    return 'mixed' if takes else None
+    if (max(per_group, features) > DIRECT_MIN_CHANNELS and
+        (sizes is None or _direct_takes(window, *sizes))):
+      return 'mixed'
+    return 'mixed_planes' if per_group == 1 else None
   return 'mixed_shifts' if per_group == 1 and features == feature_group_count else None
 
 
 # Ways to compute a convolution that `rule` gives to 'mixed': the plain patches' product, or the
 # rule with each forward pass ('direct': YNNPACK's kernels; 'taps': a product per tap over the
 # inputs it meets) and each kernel gradient ('patches' or 'taps'), written 'mixed/FORWARD/GRADIENT'.
-# A depthwise one's: the plain shifted sum, or the rule.
+# A single input channel's: the rule, or the plain planes' product. A depthwise one's: the plain
+# shifted sum, or the rule.
 PATCHES, SHIFTS = 'patches', 'shifts'
 
 
@@ -75,6 +79,8 @@ def plans(rule_name: str, padding: Sequence[tuple[int, int]]) -> tuple[str, ...]
   tap products differ from the direct kernels only where the window meets ``padding``."""
   if rule_name == 'mixed_shifts':
     return ('mixed_shifts', SHIFTS)
+  if rule_name == 'mixed_planes':
+    return ('mixed_planes', PATCHES)
   ways = [('direct', 'patches')]
   if any(lo > 0 or hi > 0 for lo, hi in padding):
     ways += [('taps', 'patches'), ('direct', 'taps'), ('taps', 'taps')]
@@ -226,10 +232,9 @@ def _patch_gradient(x, dy, window, strides, padding, dilation, precision, batch_
   (columns: their taps, channel) gives each (tap, channel, feature) sum once, from 3 + 3 copies of
   a 3x3 kernel's inputs rather than 1 + 9."""
   n, features = x.shape[0], dy.shape[-1]
-  if x.shape[-1] == 1:  # the planes, only taps x the input, at once, times dy as YNNPACK takes it
-    planes = forms.tap_planes(x, window, strides, padding, dilation)
-    return jnp.dot(planes.reshape(len(planes), -1), dy.reshape(-1, features),
-                   precision=precision).reshape(*window, 1, features)
+  if x.shape[-1] == 1:  # the planes, only taps x the input, at once
+    return _plane_gradient(forms.tap_planes(x, window, strides, padding, dilation), dy,
+                           precision).reshape(*window, 1, features)
   # One group per device, each looping over its own chunks: a loop over the whole batch would
   # gather it to every device.
   groups = batch_groups if n % batch_groups == 0 else 1
@@ -289,6 +294,41 @@ def _tap_gradient(x, dy, reached, strides, padding, dilation, precision) -> jax.
   window = [len(dim) for dim in reached]
   every = jnp.stack([grads.get(tap, zero) for tap in itertools.product(*map(range, window))])
   return every.sum(1).reshape(*window, channels, features)
+
+
+def _plane_gradient(planes, dy, precision) -> jax.Array:
+  """A single input channel's kernel gradient [taps, F]: its planes [taps, N, *S_out, 1] times dy
+  [N, *S_out, F], contracted as YNNPACK takes them at its matrix-product rate. Autodiff's transpose
+  of `forms.plane_product` contracts dy transposed and the planes over both their last dims,
+  which XLA's CPU backend also gives YNNPACK, at a fraction of that rate (LeNet-5's first layer:
+  docs/performance.md)."""
+  return jnp.dot(planes.reshape(len(planes), -1), dy.reshape(-1, dy.shape[-1]),
+                 precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def mixed_planes(x, kernel, strides, padding, dilation, precision) -> jax.Array:
+  """A single input channel's convolution that YNNPACK does not take, forward as its planes'
+  product (`forms.plane_product`), the planes kept for the kernel gradient (`_plane_gradient`)."""
+  return forms.patch_product(x, kernel, strides, padding, dilation, precision)
+
+
+def _mixed_planes_forward(x, kernel, strides, padding, dilation, precision):
+  planes = forms.tap_planes(x, kernel.shape[:kernel.ndim - 2], strides, padding, dilation)
+  return forms.plane_product(planes, kernel, precision), (x, planes, kernel)
+
+
+def _mixed_planes_backward(strides, padding, dilation, precision, residuals, dy):
+  x, planes, kernel = residuals
+  # The input's gradient (none for a network's first layer, whose images take no gradient) as
+  # autodiff's.
+  _, transpose = jax.vjp(lambda x: forms.patch_product(x, kernel, strides, padding, dilation,
+                                                       precision), x)
+  dx, = transpose(dy)
+  return dx, _plane_gradient(planes, dy, precision).reshape(kernel.shape)
+
+
+mixed_planes.defvjp(_mixed_planes_forward, _mixed_planes_backward)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))

@@ -40,15 +40,21 @@ def tap_planes(x: jax.Array, window: Sequence[int], strides: Sequence[int],
   return jnp.stack(taps.windows(taps.pad(x, padding), window, strides, dilation))
 
 
+def plane_product(planes: jax.Array, kernel: jax.Array, precision) -> jax.Array:
+  """A single input channel's convolution from its planes (`tap_planes`) [taps, N, *S_out, 1]:
+  the product taken transposed, [F, positions], then moved to [N, *S_out, F]."""
+  product = jnp.dot(kernel.reshape(-1, kernel.shape[-1]).T, planes.reshape(len(planes), -1),
+                    precision=precision)
+  return jnp.moveaxis(product.reshape(-1, *planes.shape[1:-1]), 0, -1)
+
+
 def patch_product(x, kernel, strides, padding, dilation, precision) -> jax.Array:
   """im2col: the patches times the kernel as a matrix, whose rows are (tap, input channel) in the
   order of the taps side by side."""
   rank = kernel.ndim - 2
-  if x.shape[-1] == 1:  # taken transposed, [F, positions], from the planes
-    planes = tap_planes(x, kernel.shape[:rank], strides, padding, dilation)
-    product = jnp.dot(kernel.reshape(-1, kernel.shape[-1]).T, planes.reshape(len(planes), -1),
-                      precision=precision)
-    return jnp.moveaxis(product.reshape(-1, *planes.shape[1:-1]), 0, -1)
+  if x.shape[-1] == 1:
+    return plane_product(tap_planes(x, kernel.shape[:rank], strides, padding, dilation), kernel,
+                         precision)
   patches = tap_patches(taps.pad(x, padding), kernel.shape[:rank], strides, dilation)
   # As one [positions, columns] matrix: the product's transposes (the gradients) then contract
   # a leading dim of 2-D operands, which XLA's CPU dot takes as they are; from the 4-D form it
