@@ -25,12 +25,12 @@ computes the same maths in one of several forms:
   features) keep the planes of their forward product for the kernel gradient, the planes times
   dy. Float32 depthwise convolutions keep only their input for the backward pass, compute its
   gradient one phase of the stride at a time, and sum every tap's kernel gradient in one pass
-  over it. Bfloat16 and float16 convolutions are converted to float32 first
-  and the result back, so that these rules take them: XLA's CPU backend multiplies them in
-  float32 anyway, converting each product's operands. Being `jax.custom_vjp` rules, they are
-  reverse mode only: forward-mode derivatives (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) need
-  'matmul' or 'xla'. Where a train step turns tuning on (`conv_form.tuning`), each of these
-  convolutions is instead computed the way that measured fastest on this machine (`tuning`).
+  over it. Bfloat16 and float16 convolutions are converted to float32 first and the result back,
+  so that these rules take them: XLA's CPU backend multiplies them in float32 anyway, converting
+  each product's operands. Being `jax.custom_vjp` rules, they are reverse mode only: forward-mode
+  derivatives (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) need 'matmul' or 'xla'. Where a train step
+  turns tuning on (`conv_form.tuning`), each of these convolutions is instead computed the way that
+  measured fastest on this machine (`tuning`).
 * ``'auto'`` (default): 'mixed' on CPUs, 'xla' on GPUs and TPUs.
 
 The plain forms are in `forms`, the CPU rules in `cpu_rules`; this module picks one (`form`).
@@ -110,7 +110,7 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
   computation = form(impl, kernel.shape, feature_group_count, input_dilation, dtype=dtype,
                      sizes=(sizes, out_sizes))
   batch_groups = conv_form.batch_groups()
-  if computation in ('mixed', 'mixed_planes', 'mixed_shifts') and conv_form.tuning_file():
+  if computation in cpu_rules.RULES and conv_form.tuning_file():
     n = x.shape[0]
     share = (n // batch_groups if n % batch_groups == 0 else n, *x.shape[1:])
     computation = tuning.choose(

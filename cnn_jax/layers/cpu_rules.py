@@ -37,6 +37,8 @@ DIRECT_MIN_CHANNELS = 16
 # convolutions and matrix products: `cnn_jax.layers.convolve` converts them to float32 first, so
 # that these rules, written for float32, take them.
 WIDENED = (jnp.bfloat16, jnp.float16)
+# What `rule` names: the convolutions these rules compute (each way `plans` lists, where tuned).
+RULES = ('mixed', 'mixed_planes', 'mixed_shifts')
 
 
 def in_force(impl: str | None = None, platform: str | None = None) -> bool:
@@ -172,14 +174,21 @@ def _mixed_backward(strides, padding, dilation, precision, batch_groups, plan, r
   if phases := _stride_phases(window, x.shape[1:-1], dy.shape[1:-1], strides, padding, dilation):
     dx = _phase_input_gradient(dy, kernel, x.shape[1:-1], strides, dilation, phases, precision)
   else:  # a kernel both dilated and strided, or a phase's window or output larger than dy
-    _, transpose = jax.vjp(lambda x: forms.patch_product(x, kernel, strides, padding, dilation,
-                                                    precision), x)
-    dx, = transpose(dy)
+    dx = _patch_input_gradient(x, kernel, dy, strides, padding, dilation, precision)
   return dx, _patch_gradient(x, dy, window, strides, padding, dilation, precision, batch_groups,
                              plan and plan[1])
 
 
 mixed.defvjp(_mixed_forward, _mixed_backward)
+
+
+def _patch_input_gradient(x, kernel, dy, strides, padding, dilation, precision) -> jax.Array:
+  """The input's gradient as autodiff's transpose of the patches' product (XLA drops the forward
+  product it traces)."""
+  _, transpose = jax.vjp(lambda x: forms.patch_product(x, kernel, strides, padding, dilation,
+                                                       precision), x)
+  dx, = transpose(dy)
+  return dx
 
 
 def _stride_phases(window, sizes, out_sizes, strides, padding, dilation) -> list | None:
@@ -320,12 +329,9 @@ def _mixed_planes_forward(x, kernel, strides, padding, dilation, precision):
 
 def _mixed_planes_backward(strides, padding, dilation, precision, residuals, dy):
   x, planes, kernel = residuals
-  # The input's gradient (none for a network's first layer, whose images take no gradient) as
-  # autodiff's.
-  _, transpose = jax.vjp(lambda x: forms.patch_product(x, kernel, strides, padding, dilation,
-                                                       precision), x)
-  dx, = transpose(dy)
-  return dx, _plane_gradient(planes, dy, precision).reshape(kernel.shape)
+  # A network's first layer, whose images take no gradient, has its input gradient dropped.
+  return (_patch_input_gradient(x, kernel, dy, strides, padding, dilation, precision),
+          _plane_gradient(planes, dy, precision).reshape(kernel.shape))
 
 
 mixed_planes.defvjp(_mixed_planes_forward, _mixed_planes_backward)
