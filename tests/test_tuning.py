@@ -124,7 +124,7 @@ def test_a_depthwise_convolution_timed_on_every_device_at_once(path, monkeypatch
     return jnp.sum(y ** 2)
 
   with conv_form.tuning(path, mesh.size):
-    jax.jit(jax.grad(loss))(x, kernel)
+    jax.jit(jax.grad(loss, argnums=(0, 1)))(x, kernel)
   entries = json.load(open(path, encoding='utf-8'))[tuning.machine()]
   key = tuning.signature((2, 5, 5, 6), kernel.shape, (1, 1), PADDING, (1, 1), jnp.float32, 4)
   assert set(entries) == {key} and set(entries[key]['ms']) == {'mixed_shifts', 'shifts'}
@@ -157,7 +157,47 @@ def test_the_train_step_tunes_where_the_config_says(tmp_path, monkeypatch, tune,
   config.parallel.mode = 'pmap' if per_device else 'jit'
   lower_wide_train_step(config)
   assert path.exists() == tune
-  if tune:  # each device's share, 2 of the 8 examples, timed on the 4 devices at once
+  if tune:  # each device's share, 2 of the 8 examples, timed on the 4 devices at once, and
+    # without the gradient of the images
     keys = list(json.load(open(path, encoding='utf-8'))[tuning.machine()])
-    assert keys and all(key.startswith('x [2, 6, 6, 20]') and key.endswith(' on 4 devices')
-                        for key in keys), keys
+    assert keys and all(key.startswith('x [2, 6, 6, 20]')
+                        and key.endswith(' on 4 devices, no input gradient') for key in keys), keys
+
+
+@pytest.mark.parametrize('argnums,taken', [((0, 1), (True, True)), (1, (False, True)),
+                                           (0, (True, False))])
+def test_the_probe_tells_which_gradients_are_taken(inputs, argnums, taken):
+  x, kernel = inputs
+  seen = []
+
+  def loss(x, kernel):
+    seen.append(tuning.differentiated(x, kernel))
+    return jnp.sum(x) + jnp.sum(kernel)
+
+  jax.jit(jax.grad(loss, argnums=argnums))(x, kernel)
+  jax.jit(loss)(x, kernel)  # no gradient traced: as if both were taken
+  assert seen == [taken, (True, True)]
+
+
+def test_a_first_layer_is_timed_without_its_input_gradient(inputs, path, monkeypatch):
+  """Where the step takes no gradient of x (the images), each way is timed computing the
+  kernel's gradient alone, and the entry says so."""
+  x, kernel = inputs
+  outputs = []
+  seconds = tuning._seconds  # pylint: disable=protected-access
+
+  def timed(program, arguments, fastest):
+    outputs.append([g.shape for g in program(*arguments)])
+    return seconds(program, arguments, fastest)
+
+  monkeypatch.setattr(tuning, '_seconds', timed)
+  loss = lambda kernel: jnp.sum(jnp.sin(convolve(
+      x, kernel, strides=(1, 1), padding=PADDING, kernel_dilation=(1, 1), impl='mixed')))
+  with conv_form.tuning(path):
+    tuned = jax.jit(jax.grad(loss))(kernel)
+  assert outputs == [[(1, *kernel.shape)]] * len(cpu_rules.plans('mixed', PADDING))
+  key = tuning.signature(x.shape, kernel.shape, (1, 1), PADDING, (1, 1), jnp.float32,
+                         gradients=(False, True))
+  assert key.endswith(', no input gradient')
+  assert list(json.load(open(path, encoding='utf-8'))[tuning.machine()]) == [key]
+  np.testing.assert_allclose(tuned, _gradients(x, kernel, 'xla')[1], rtol=1e-4, atol=1e-4)

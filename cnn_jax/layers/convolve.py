@@ -117,7 +117,7 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
         conv_form.tuning_file(), share, kernel.shape, strides, padding, dilation, dtype,
         cpu_rules.plans(computation, padding),
         lambda way, x, kernel: compute(way, x, kernel, strides, padding, dilation, precision),
-        conv_form.tuning_devices())
+        conv_form.tuning_devices(), tuning.differentiated(x, kernel))
   return compute(computation, x, kernel, strides, padding, dilation, precision, input_dilation,
                  feature_group_count, batch_groups)
 

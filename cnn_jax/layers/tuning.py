@@ -5,13 +5,14 @@ on the machine that runs, the way XLA autotunes cuDNN's algorithms on GPUs.
 CPU, and another CPU family (wider vectors, AMX, other cache sizes) can rank the ways differently.
 Where tuning is on (`conv_form.tuning(path, devices)`; the train step sets it from
 ``config.tune_convolutions``), `convolve` looks each convolution up in the file at ``path``; on a
-miss it compiles every way of computing it (`cpu_rules.plans`), times each one's forward and
-backward pass on every device of the step at once, each on its share of the batch (the devices
-share the cores: a way that is fastest alone on all of them need not be when each has its part),
-keeps the fastest in the file, and computes with it. Entries are keyed by the machine (the CPU
-model, its cores, the devices, the JAX version) and the convolution (one device's input shape,
-the kernel, strides, padding, dilation, dtype, the devices), so a later launch pays one lookup per
-convolution and no timing.
+miss it compiles every way of computing it (`cpu_rules.plans`), times each one's forward pass and
+the gradients the step takes of it (a network's first layer has no input gradient: the way
+fastest with one need not be fastest without) on every device of the step at once, each on its
+share of the batch (the devices share the cores: a way that is fastest alone on all of them need
+not be when each has its part), keeps the fastest in the file, and computes with it. Entries are
+keyed by the machine (the CPU model, its cores, the devices, the JAX version) and the convolution
+(one device's input shape, the kernel, strides, padding, dilation, dtype, the devices, the
+gradients taken), so a later launch pays one lookup per convolution and no timing.
 
 The timing runs in a thread of its own: the convolution is met while the step is being traced,
 and a thread starts outside that trace, so its programs run.
@@ -54,12 +55,38 @@ def machine() -> str:
           f'{jax.default_backend()} devices; jax {jax.__version__}')
 
 
+_GRADIENTS = {(True, True): '', (False, True): ', no input gradient',
+              (True, False): ', no kernel gradient'}
+
+
 def signature(x_shape: Sequence[int], kernel_shape: Sequence[int], strides: Sequence[int],
               padding: Sequence[tuple[int, int]], dilation: Sequence[int], dtype,
-              devices: int = 1) -> str:
+              devices: int = 1, gradients: tuple[bool, bool] = (True, True)) -> str:
   on = f' on {devices} devices' if devices > 1 else ''
   return (f'x {list(x_shape)} kernel {list(kernel_shape)} strides {list(strides)} padding '
-          f'{[list(p) for p in padding]} dilation {list(dilation)} {jnp.dtype(dtype).name}{on}')
+          f'{[list(p) for p in padding]} dilation {list(dilation)} {jnp.dtype(dtype).name}{on}'
+          f'{_GRADIENTS[gradients]}')
+
+
+def differentiated(x: jax.Array, kernel: jax.Array) -> tuple[bool, bool]:
+  """Whether the gradient being traced is taken of ``x`` and of ``kernel``: (True, True) where
+  none is seen (no gradient traced, or one recomputed under `jax.checkpoint`)."""
+  seen = []
+
+  @jax.custom_vjp
+  def probe(x, kernel):
+    return x, kernel
+
+  def forward(x, kernel):
+    seen.append((x.perturbed, kernel.perturbed))
+    return (x.value, kernel.value), None
+
+  def backward(_, cotangents):  # never called: the probe's outputs are not used
+    return cotangents
+
+  probe.defvjp(forward, backward, symbolic_zeros=True)
+  probe(x, kernel)
+  return seen[0] if seen else (True, True)
 
 
 def _entries(path: str) -> dict[str, dict]:
@@ -104,9 +131,9 @@ def _seconds(compiled: Callable, arguments: tuple, fastest: float) -> float:
 
 
 def _time_each(ways: Sequence[str], compute: Callable, x_shape, kernel_shape, dtype,
-               devices: int) -> dict[str, float]:
-  """Seconds of each way's forward and backward pass on inputs of these shapes, on ``devices``
-  devices at once (``x_shape``: each one's share)."""
+               devices: int, gradients: tuple[bool, bool]) -> dict[str, float]:
+  """Seconds of each way's forward pass and the ``gradients`` (of x, of the kernel) taken of it
+  on inputs of these shapes, on ``devices`` devices at once (``x_shape``: each one's share)."""
   rng = np.random.default_rng(0)
   mesh = Mesh(np.array(jax.local_devices()[:devices]), ('batch',))
   x = jax.device_put(rng.standard_normal((devices * x_shape[0], *x_shape[1:])).astype(dtype),
@@ -114,17 +141,18 @@ def _time_each(ways: Sequence[str], compute: Callable, x_shape, kernel_shape, dt
   kernel = jax.device_put((rng.standard_normal(kernel_shape) / math.sqrt(
       math.prod(kernel_shape[:-1]))).astype(dtype), NamedSharding(mesh, PartitionSpec()))
 
+  taken = tuple(i for i, wanted in enumerate(gradients) if wanted)
+
   def compiled(way):
     loss = lambda x, kernel: jnp.sum(jnp.square(compute(way, x, kernel))) / 2
 
-    def gradients(x, kernel):  # each device's own: their sum is common to all ways
-      dx, dkernel = jax.grad(loss, argnums=(0, 1))(x, kernel)
-      return dx, dkernel[None]
+    def run(x, kernel):  # each device's own kernel gradient: their sum is common to all ways
+      return tuple(g[None] if i == 1 else g
+                   for i, g in zip(taken, jax.grad(loss, argnums=taken)(x, kernel)))
 
     return jax.jit(jax.shard_map(
-        gradients, mesh=mesh, in_specs=(PartitionSpec('batch'), PartitionSpec()),
-        out_specs=(PartitionSpec('batch'), PartitionSpec('batch')), check_vma=False)
-                   ).lower(x, kernel).compile()
+        run, mesh=mesh, in_specs=(PartitionSpec('batch'), PartitionSpec()),
+        out_specs=PartitionSpec('batch'), check_vma=False)).lower(x, kernel).compile()
 
   # XLA compiles outside Python's lock: the ways compile side by side, then run one at a time.
   with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
@@ -138,19 +166,20 @@ def _time_each(ways: Sequence[str], compute: Callable, x_shape, kernel_shape, dt
 def choose(path: str, x_shape: Sequence[int], kernel_shape: Sequence[int],
            strides: Sequence[int], padding: Sequence[tuple[int, int]], dilation: Sequence[int],
            dtype, ways: Sequence[str], compute: Callable[[str, jax.Array, jax.Array], jax.Array],
-           devices: int = 1) -> str:
+           devices: int = 1, gradients: tuple[bool, bool] = (True, True)) -> str:
   """The fastest of ``ways`` for this convolution (``x_shape``: one device's share of the batch,
-  on each of ``devices`` devices at once) on this machine: from the file at ``path``, or timed
-  now (``compute(way, x, kernel)`` computes it) and added to the file."""
+  on each of ``devices`` devices at once; ``gradients``: whether the step takes those of x and of
+  the kernel) on this machine: from the file at ``path``, or timed now (``compute(way, x,
+  kernel)`` computes it) and added to the file."""
   devices = min(devices, jax.local_device_count())
-  key = signature(x_shape, kernel_shape, strides, padding, dilation, dtype, devices)
+  key = signature(x_shape, kernel_shape, strides, padding, dilation, dtype, devices, gradients)
   with _lock:
     known = _entries(path).get(machine(), {}).get(key)
     if known and known['choice'] in ways:
       return known['choice']
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # outside the trace that met it
       seconds = pool.submit(_time_each, ways, compute, tuple(x_shape), tuple(kernel_shape),
-                            dtype, devices).result()
+                            dtype, devices, gradients).result()
     choice = min(seconds, key=seconds.get)
     _store(path, key, {'choice': choice, 'ms': {w: round(1e3 * s, 3) for w, s in seconds.items()}})
     return choice
