@@ -265,6 +265,9 @@ def _spawn(args: list[str], devices: int = 1) -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+NATIVE_BFLOAT16 = {'avx512_bf16', 'amx_bf16'}
+
+
 def _configurations(name: str, gpu: bool, devices: int) -> list[tuple[list[str], int]]:
   """(worker arguments, host devices) of every configuration of one model."""
   if gpu:
@@ -282,12 +285,15 @@ def _configurations(name: str, gpu: bool, devices: int) -> list[tuple[list[str],
                 (['jax', name, str(devices), 'auto', 'float32', 'tuned'], devices)]
     torch_runs = [(['torch', name, 'nchw', 'float32'], 1),
                   (['torch', name, 'channels_last', 'float32'], 1)]
-    # bfloat16 against PyTorch's autocast: its convolutions are float32's (converted first), so
-    # the float32 runs' tuning would make a tuned run's first compile a later launch's.
-    jax_runs += [(['jax', name, '1', 'auto', 'bfloat16', 'thresholds'], 1),
-                 (['jax', name, str(devices), 'auto', 'bfloat16', 'thresholds'], devices)]
-    torch_runs += [(['torch', name, 'nchw', 'bfloat16'], 1),
-                   (['torch', name, 'channels_last', 'bfloat16'], 1)]
+    # bfloat16 against PyTorch's autocast, where the CPU multiplies bfloat16 itself (elsewhere
+    # oneDNN emulates it, and a ResNet-18 step takes minutes). Its convolutions are float32's
+    # (converted first), so the float32 runs' tuning would make a tuned run's first compile a
+    # later launch's.
+    if NATIVE_BFLOAT16 & set(host.cpu()['extensions']):
+      jax_runs += [(['jax', name, '1', 'auto', 'bfloat16', 'thresholds'], 1),
+                   (['jax', name, str(devices), 'auto', 'bfloat16', 'thresholds'], devices)]
+      torch_runs += [(['torch', name, 'nchw', 'bfloat16'], 1),
+                     (['torch', name, 'channels_last', 'bfloat16'], 1)]
   return jax_runs + torch_runs
 
 

@@ -79,3 +79,14 @@ def test_the_report_names_the_cpu_model_and_its_vector_extensions():
   assert described['model'] and described['model'] in flags
   assert described['extensions'] == [e for e in host.CPU_EXTENSIONS
                                      if f' {e} ' in f' {flags.split("flags")[1].split(":", 1)[1]} ']
+
+
+@pytest.mark.parametrize('extensions,bfloat16', [(['avx2', 'fma'], False),
+                                                 (['avx2', 'avx512f', 'avx512_bf16'], True),
+                                                 (['avx2', 'amx_tile', 'amx_bf16'], True)])
+def test_bfloat16_is_measured_where_the_cpu_multiplies_it(monkeypatch, extensions, bfloat16):
+  from benchmarks import run  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(run.host, 'cpu', lambda: {'model': 'CPU', 'extensions': extensions})
+  runs = run._configurations('lenet5', False, 2)  # pylint: disable=protected-access
+  dtypes = {args[4] if args[0] == 'jax' else args[3] for args, _ in runs}
+  assert dtypes == ({'float32', 'bfloat16'} if bfloat16 else {'float32'})
