@@ -8,6 +8,11 @@ benchmarks, which one) and an end line:
   ...
   <!-- End of the generated table. -->
 
+A pattern with ``*`` names several files, one row each, and says which table of them:
+``benchmarks/results/cpu_train_step*.json (cpu_families)`` gives the train step's ratios on each
+CPU family measured (the latest run in ``cpu_train_step.json``, each other family's last in
+``cpu_train_step.FAMILY.json``).
+
 ``./launch.sh bench --tables`` rewrites every such table in README.md and docs/*.md from the files
 as they are now (a new result: ``./launch.sh bench --out=benchmarks/results/NAME.json``, then a
 marker where its table goes); a test fails when one is stale.
@@ -26,7 +31,7 @@ from cnn_jax import generated  # pylint: disable=g-import-not-at-top,wrong-impor
 
 COMMAND = './launch.sh bench --tables'
 DTYPES = ('float32', 'bfloat16', 'float16')
-MARKER = re.compile(r'<!-- Generated from (benchmarks/results/[\w.-]+\.json)(?: \((\w+)\))?: '
+MARKER = re.compile(r'<!-- Generated from (benchmarks/results/[\w.*-]+\.json)(?: \((\w+)\))?: '
                     + re.escape(COMMAND) + ' -->')
 END = '<!-- End of the generated table. -->'
 
@@ -46,14 +51,19 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
           *('| ' + ' | '.join(row) + ' |' for row in rows)]
 
 
-def machine(result: dict) -> str:
-  """Where a result was measured, in one line: the date, the processor (a CPU's model and the
-  vector and matrix extensions that decide its kernels), the cores and the libraries."""
-  info = result.get('machine', {})
+def _cpu(info: dict) -> str:
+  """A CPU's model and the vector and matrix extensions that decide its kernels."""
   cpu = info.get('cpu', '')
-  if isinstance(cpu, dict):  # the model and its extensions, as cnn_jax.host.cpu() gives them
-    extensions = ', '.join(cpu['extensions']) or 'no AVX2'
-    cpu = f'{cpu["model"]} ({extensions})'
+  if isinstance(cpu, dict):  # as cnn_jax.host.cpu() gives them
+    return f'{cpu["model"]} ({", ".join(cpu["extensions"]) or "no AVX2"})'
+  return cpu
+
+
+def machine(result: dict) -> str:
+  """Where a result was measured, in one line: the date, the processor (a CPU's model and its
+  extensions), the cores and the libraries."""
+  info = result.get('machine', {})
+  cpu = _cpu(info)
   cores = info.get('cpu_count') or result.get('host_cores')
   if info.get('backend', 'gpu') == 'cpu':
     where = f'{cpu or "CPU"}, {cores} cores'
@@ -107,6 +117,24 @@ def train_step(rows: list[dict]) -> list[str]:
                  'cnn_jax / PyTorch, best to best', "cnn_jax's best FLOP/s, share of matmul rate",
                  "the default's compile: first launch / later (thresholds)",
                  'peak memory, cnn_jax / PyTorch'], body)
+
+
+def cpu_families(results: list[dict]) -> list[str]:
+  """The train step's best-to-best ratio per model on each CPU family, latest first."""
+  models = list(dict.fromkeys(m['model'] for r in results for m in r['train_step']))
+  dtypes = sorted({d for r in results for m in r['train_step'] for d in m['ratio_best_to_best']},
+                  key=DTYPES.index)
+
+  def ratios(result, model):
+    measured = next((m['ratio_best_to_best'] for m in result['train_step']
+                     if m['model'] == model), {})
+    return ' / '.join(f'{measured[d]:.2f}x' if d in measured else '-' for d in dtypes)
+
+  rows = [[_cpu(r['machine']), str(r['machine']['cpu_count']), r['date'],
+           *(ratios(r, model) for model in models)]
+          for r in sorted(results, key=lambda r: r['date'], reverse=True)]
+  return _table(['CPU (extensions)', 'cores', 'date',
+                 *(f'`{model}`, {" / ".join(dtypes)}' for model in models)], rows)
 
 
 def _launch_compile(ours: list[dict]) -> str:
@@ -167,13 +195,19 @@ def compile_cache(rows: list[dict]) -> list[str]:
 
 RENDERERS = {'train_step': train_step, 'max_pool': max_pool, 'input_pipeline': input_pipeline,
              'jpeg_pipeline': jpeg_pipeline, 'runs': jpeg_training,
-             'compile_cache': compile_cache}
+             'compile_cache': compile_cache, 'cpu_families': cpu_families}
 
 
 def section(begin: str) -> str:
   """The table a marker line asks for, from its JSON as it is now, with both marker lines."""
   match = MARKER.fullmatch(begin)
   path, key = match.group(1), match.group(2)
+  if '*' in path:
+    results = []
+    for name in sorted(glob.glob(os.path.join(REPO, path))):
+      with open(name, encoding='utf-8') as f:
+        results.append(json.load(f))
+    return '\n'.join([begin, '', *RENDERERS[key](results), END])
   with open(os.path.join(REPO, path), encoding='utf-8') as f:
     result = json.load(f)
   key = key or next(k for k in RENDERERS if k in result)

@@ -64,7 +64,29 @@ def test_the_benchmark_tables_are_the_ones_their_json_generates():
       found += 1
       assert generated.stored(text, begin, tables.END) == tables.section(begin), (
           f'stale: run ./launch.sh bench --tables ({begin})')
-  assert found >= 7  # CPU and GPU train steps, max pool, pipelines, JPEGs on both, compile cache
+  assert found >= 8  # CPU and GPU train steps, CPU families, max pool, pipelines, JPEGs on both,
+  # compile cache
+
+
+def test_the_cpu_families_table_has_a_row_per_family_latest_first():
+  from benchmarks import tables  # pylint: disable=g-import-not-at-top
+
+  def result(date, extensions, ratios):
+    return {'date': date, 'machine': {'cpu': {'model': 'AMD EPYC', 'extensions': extensions},
+                                      'cpu_count': 2},
+            'train_step': [{'model': m, 'ratio_best_to_best': r} for m, r in ratios.items()]}
+
+  lines = tables.cpu_families([
+      result('2026-12-06', ['avx2', 'avx512f'], {'lenet5': {'float32': 0.98, 'bfloat16': 0.36},
+                                                  'resnet18_cifar': {'float32': 0.931}}),
+      result('2026-12-07', ['avx2'], {'lenet5': {'float32': 1.02}})])
+  assert lines[0] == ('| CPU (extensions) | cores | date | `lenet5`, float32 / bfloat16 | '
+                      '`resnet18_cifar`, float32 / bfloat16 |')
+  assert lines[2:] == ['| AMD EPYC (avx2) | 2 | 2026-12-07 | 1.02x / - | - / - |',
+                       '| AMD EPYC (avx2, avx512f) | 2 | 2026-12-06 | 0.98x / 0.36x | 0.93x / - |']
+  marker = next(m for m in tables.markers(_text('README.md')) if '(cpu_families)' in m)
+  families = glob.glob(os.path.join(REPO, 'benchmarks', 'results', 'cpu_train_step*.json'))
+  assert len(tables.section(marker).splitlines()) == 5 + len(families) >= 7  # two or more
 
 
 def test_a_benchmark_table_says_which_cpu_family_it_was_measured_on():
