@@ -286,9 +286,9 @@ def _configurations(name: str, gpu: bool, devices: int) -> list[tuple[list[str],
     torch_runs = [(['torch', name, 'nchw', 'float32'], 1),
                   (['torch', name, 'channels_last', 'float32'], 1)]
     # bfloat16 against PyTorch's autocast, where the CPU multiplies bfloat16 itself (elsewhere
-    # oneDNN emulates it, and a ResNet-18 step takes minutes). Its convolutions are float32's
-    # (converted first), so the float32 runs' tuning would make a tuned run's first compile a
-    # later launch's.
+    # oneDNN emulates it, far too slowly to time: docs/performance.md). Its convolutions are
+    # float32's (converted first), so the float32 runs' tuning would make a tuned run's first
+    # compile a later launch's.
     if NATIVE_BFLOAT16 & set(host.cpu()['extensions']):
       jax_runs += [(['jax', name, '1', 'auto', 'bfloat16', 'thresholds'], 1),
                    (['jax', name, str(devices), 'auto', 'bfloat16', 'thresholds'], devices)]

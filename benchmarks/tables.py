@@ -198,18 +198,22 @@ RENDERERS = {'train_step': train_step, 'max_pool': max_pool, 'input_pipeline': i
              'compile_cache': compile_cache, 'cpu_families': cpu_families}
 
 
+def _load(path: str) -> dict:
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
 def section(begin: str) -> str:
   """The table a marker line asks for, from its JSON as it is now, with both marker lines."""
   match = MARKER.fullmatch(begin)
   path, key = match.group(1), match.group(2)
   if '*' in path:
-    results = []
-    for name in sorted(glob.glob(os.path.join(REPO, path))):
-      with open(name, encoding='utf-8') as f:
-        results.append(json.load(f))
+    if key not in RENDERERS:
+      raise ValueError(f'{begin}: a pattern of files must name its table, one of '
+                       f'{sorted(RENDERERS)}, as in "{path} (cpu_families)".')
+    results = [_load(name) for name in sorted(glob.glob(os.path.join(REPO, path)))]
     return '\n'.join([begin, '', *RENDERERS[key](results), END])
-  with open(os.path.join(REPO, path), encoding='utf-8') as f:
-    result = json.load(f)
+  result = _load(os.path.join(REPO, path))
   key = key or next(k for k in RENDERERS if k in result)
   return '\n'.join([begin, machine(result), '', *RENDERERS[key](result[key]), END])
 
