@@ -107,22 +107,31 @@ def _steady_step_s(step, steps: int, quiet: int = 3, most: int = 15) -> float:
   return statistics.median(times)
 
 
+def _train_step_parts(config, shape: tuple, classes: int):
+  """The model of a benchmark's train step, its fresh state's initializer and its step for a
+  mesh (`loop`'s, with a fixed schedule)."""
+  from cnn_jax.train import loop, optim  # pylint: disable=g-import-not-at-top
+  from cnn_jax.train import steps as train_steps  # pylint: disable=g-import-not-at-top
+
+  schedule = optim.learning_rate(config.optim, 100, 1000)
+  tx = optim.create(config.optim, schedule)
+  model = loop.build_model(config, classes)
+  return (model, loop.state_initializer(model, tx, shape, config),
+          lambda mesh: train_steps.make_train_step(model, tx, schedule, config, mesh))
+
+
 def _run_train_step(config, mesh, shape: tuple, classes: int, batch: dict, steps: int):
   """cnn_jax's own train step for ``config``, compiled for ``batch`` in the config's convolution
   form, warmed up, then timed one step at a time (which also avoids the CPU collective
   trap). Returns (model, state, compiled step, compile seconds, median step seconds)."""
   import jax  # pylint: disable=g-import-not-at-top
   from cnn_jax.layers.convolve import use  # pylint: disable=g-import-not-at-top
-  from cnn_jax.train import loop, optim, parallel  # pylint: disable=g-import-not-at-top
-  from cnn_jax.train import steps as train_steps  # pylint: disable=g-import-not-at-top
+  from cnn_jax.train import parallel  # pylint: disable=g-import-not-at-top
 
-  schedule = optim.learning_rate(config.optim, 100, 1000)
-  tx = optim.create(config.optim, schedule)
-  model = loop.build_model(config, classes)
+  model, init, make_step = _train_step_parts(config, shape, classes)
   with use(config.conv_impl):
-    state = jax.jit(loop.state_initializer(model, tx, shape, config),
-                    out_shardings=parallel.replicated(mesh))()
-    step = train_steps.make_train_step(model, tx, schedule, config, mesh)
+    state = jax.jit(init, out_shardings=parallel.replicated(mesh))()
+    step = make_step(mesh)
     start = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - start
@@ -139,11 +148,14 @@ def _run_train_step(config, mesh, shape: tuple, classes: int, batch: dict, steps
 def jax_worker(name: str, devices: int, conv_impl: str, dtype: str, tune: str, steps: int) -> dict:
   """cnn_jax's train step, in a process whose host device count was set at its start; ``tune``:
   'tuned' to choose each convolution's way by timing (the run's tuning file, empty at its first
-  round), 'thresholds' for the CPU rules' thresholds."""
+  round), 'thresholds' for the CPU rules' thresholds, 'chosen' as 'tuned' on the devices a
+  launch chooses by timing (`device_choice`; its compile is then the search's, which compiles
+  the step on each count it times and keeps the fastest, where it searched)."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from cnn_jax import arithmetic  # pylint: disable=g-import-not-at-top
-  from cnn_jax.train import parallel  # pylint: disable=g-import-not-at-top
+  from cnn_jax.layers.convolve import use  # pylint: disable=g-import-not-at-top
+  from cnn_jax.train import device_choice, parallel  # pylint: disable=g-import-not-at-top
   from experiments import base  # pylint: disable=g-import-not-at-top
 
   registered, kwargs, shape, classes, batch_size, _ = MODELS[name]
@@ -151,24 +163,36 @@ def jax_worker(name: str, devices: int, conv_impl: str, dtype: str, tune: str, s
   config.model.name, config.batch_size, config.compute_dtype = registered, batch_size, dtype
   config.model.kwargs.update(kwargs)
   config.conv_impl = conv_impl
-  config.tune_convolutions = tune == 'tuned'
+  config.tune_convolutions = tune != 'thresholds'
   mesh = parallel.make_mesh(jax.devices()[:devices])
+  search_s, searched = 0.0, None
+  if tune == 'chosen':
+    _, init, make_step = _train_step_parts(config, shape, classes)
+    start = time.perf_counter()
+    with use(conv_impl):
+      mesh, searched = device_choice.choose(config, mesh, make_step, init, shape, (), classes,
+                                            10**9)
+    search_s = time.perf_counter() - start
   rng = np.random.default_rng(0)
   batch = jax.device_put({'image': rng.standard_normal((batch_size, *shape), np.float32),
                           'label': rng.integers(0, classes, batch_size).astype(np.int32)},
                          parallel.batch_sharded(mesh))
   model, state, compiled, compile_s, step_s = _run_train_step(config, mesh, shape, classes, batch,
                                                               steps)
+  # A launch that searched trains with the program the search compiled; one that read the
+  # choice from the file compiles it.
+  compile_s = search_s if searched else search_s + compile_s
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   # The rate is of the model's own count: a training step is three forward passes' worth of
   # multiply-adds, two FLOPs each. XLA's count (of one device's program, which every device runs)
   # sees neither into library calls (cuDNN) nor past a loop's first trip (the CPU kernel
   # gradient's loop over batch chunks); it is kept beside it.
-  xla_flops = float(cost.get('flops', 0.0)) * devices
+  xla_flops = float(cost.get('flops', 0.0)) * mesh.size
   model_flops = 6 * batch_size * arithmetic.summarize(model, (1, *shape), print_fn=None).total_macs
-  return {'framework': 'cnn_jax', 'devices': devices, 'conv_impl': conv_impl, 'dtype': dtype,
-          'tuned': config.tune_convolutions,
+  chosen = {'chosen_from': devices} if tune == 'chosen' else {}
+  return {'framework': 'cnn_jax', 'devices': mesh.size, **chosen, 'conv_impl': conv_impl,
+          'dtype': dtype, 'tuned': config.tune_convolutions,
           'params': sum(x.size for x in jax.tree_util.tree_leaves(state.params)),
           'compile_s': round(compile_s, 2), 'step_s': round(step_s, 5),
           'examples_per_s': round(batch_size / step_s, 1), 'xla_flops_per_step': xla_flops,
@@ -277,8 +301,10 @@ def _configurations(name: str, gpu: bool, devices: int) -> list[tuple[list[str],
                   (['torch', name, 'channels_last', 'float32'], 1),
                   (['torch', name, 'channels_last', 'bfloat16'], 1)]
   else:
-    # The launch's default last: a device per core, each convolution's way timed here.
-    jax_runs = [(['jax', name, '1', 'xla', 'float32', 'thresholds'], 1),
+    # The launch's default first, so that its first round meets an empty tuning file: a device
+    # per core made, the devices trained on and each convolution's way timed here.
+    jax_runs = [(['jax', name, str(devices), 'auto', 'float32', 'chosen'], devices),
+                (['jax', name, '1', 'xla', 'float32', 'thresholds'], 1),
                 (['jax', name, '1', 'auto', 'float32', 'thresholds'], 1),
                 (['jax', name, '1', 'auto', 'float32', 'tuned'], 1),
                 (['jax', name, str(devices), 'auto', 'float32', 'thresholds'], devices),

@@ -84,10 +84,18 @@ def machine(result: dict) -> str:
 
 def _config(run: dict) -> str:
   if run['framework'] == 'cnn_jax':
+    if 'chosen_from' in run:
+      return f'cnn_jax `{run["conv_impl"]}`, tuned, devices timed (of {run["chosen_from"]})'
     devices = run['devices']
     return (f'cnn_jax `{run["conv_impl"]}`, {devices} device{"s" if devices > 1 else ""}'
             + (', tuned' if run.get('tuned') else ''))
   return 'PyTorch ' + {'nchw': 'NCHW'}.get(run['layout'], run['layout'])
+
+
+def _cell(run: dict) -> str:
+  """A configuration's examples/s, and the devices it chose where it chose them."""
+  chosen = f' (on {run["devices"]})' if 'chosen_from' in run else ''
+  return _number(run['examples_per_s']) + chosen
 
 
 def train_step(rows: list[dict]) -> list[str]:
@@ -109,7 +117,7 @@ def train_step(rows: list[dict]) -> list[str]:
       flops = ours['achieved_gflops']
       rate = f'{flops / 1e3:,.0f} TFLOP/s' if flops > 1e4 else f'{flops:,.0f} GFLOP/s'
       body.append([f'`{model["model"]}`', dtype,
-                   *(_number(runs[c]['examples_per_s']) if c in runs else '-' for c in configs),
+                   *(_cell(runs[c]) if c in runs else '-' for c in configs),
                    f'**{ratio:.2f}x**', f'{rate}, {ours["fraction_of_matmul_peak"]:.0%}',
                    launch,
                    f'{ours["peak_memory_mib"]:,} / {theirs["peak_memory_mib"]:,} MiB'])
@@ -138,12 +146,12 @@ def cpu_families(results: list[dict]) -> list[str]:
 
 
 def _launch_compile(ours: list[dict]) -> str:
-  """The default configuration's compile seconds (`auto` on the most devices, tuned where the
-  run has a tuned one): at the first launch, with nothing tuned yet, and later; beside them, the
-  same configuration's with the thresholds."""
-  devices = max(r['devices'] for r in ours)
-  launch = [r for r in ours if r['devices'] == devices and r['conv_impl'] == 'auto']
-  default = max(launch, key=lambda r: r.get('tuned', False))
+  """The default configuration's compile seconds (`auto` on the most devices made, tuned and
+  its devices timed where the run has such a one): at the first launch, with nothing tuned yet,
+  and later; beside them, the same configuration's with the thresholds."""
+  made = lambda r: r.get('chosen_from', r['devices'])
+  launch = [r for r in ours if made(r) == max(map(made, ours)) and r['conv_impl'] == 'auto']
+  default = max(launch, key=lambda r: (r.get('tuned', False), 'chosen_from' in r))
   if not default.get('tuned'):
     return f'{default["compile_s"]:.1f} s'
   untuned = [r for r in launch if not r.get('tuned')]

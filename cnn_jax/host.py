@@ -96,14 +96,26 @@ def launch_devices(config) -> int:
   return host_devices(os.cpu_count() or 1, [config.batch_size, config.eval_batch_size])
 
 
+# Whether `configure` set this process's device count, the user having set none: only then may a
+# launch train on fewer of its devices (`cnn_jax.train.device_choice`).
+_devices_from_launch = False
+
+
+def devices_from_launch() -> bool:
+  """Whether this process's CPU device count is the launch's choice, not the user's."""
+  return _devices_from_launch
+
+
 def configure(config) -> None:
   """Sets what JAX reads before its first device starts; what the user set is kept: ``XLA_FLAGS``
   with its own ``--xla_force_host_platform_device_count``, ``JAX_COMPILATION_CACHE_DIR``
   (empty: no cache), and malloc's own variables (see `keep_freed_memory`)."""
+  global _devices_from_launch  # pylint: disable=global-statement
   keep_freed_memory()  # before JAX's threads start: arenas are given out on a thread's first malloc
   xla_flags = os.environ.get('XLA_FLAGS', '')
   if DEVICE_COUNT_FLAG not in xla_flags:  # read when the CPU backend starts, not at import
     os.environ['XLA_FLAGS'] = f'{xla_flags} {DEVICE_COUNT_FLAG}={launch_devices(config)}'.strip()
+    _devices_from_launch = True
   # Programs that compile faster than this recompile about as fast as they load from disk;
   # everything else is kept, the eval step's compile too.
   cache = {'JAX_COMPILATION_CACHE_DIR': cache_directory(),

@@ -99,7 +99,12 @@ def _entries(path: str) -> dict[str, dict]:
   return _loaded[path]
 
 
-def _store(path: str, key: str, choice: dict) -> None:
+def known(path: str, key: str) -> dict | None:
+  """This machine's entry ``key`` in the file at ``path``, if it has one."""
+  return _entries(path).get(machine(), {}).get(key)
+
+
+def store(path: str, key: str, choice: dict) -> None:
   """Adds one entry to the file, keeping what other processes wrote to it meanwhile."""
   entries = _entries(path)
   entries.setdefault(machine(), {})[key] = choice
@@ -174,12 +179,12 @@ def choose(path: str, x_shape: Sequence[int], kernel_shape: Sequence[int],
   devices = min(devices, jax.local_device_count())
   key = signature(x_shape, kernel_shape, strides, padding, dilation, dtype, devices, gradients)
   with _lock:
-    known = _entries(path).get(machine(), {}).get(key)
-    if known and known['choice'] in ways:
-      return known['choice']
+    entry = known(path, key)
+    if entry and entry['choice'] in ways:
+      return entry['choice']
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # outside the trace that met it
       seconds = pool.submit(_time_each, ways, compute, tuple(x_shape), tuple(kernel_shape),
                             dtype, devices, gradients).result()
     choice = min(seconds, key=seconds.get)
-    _store(path, key, {'choice': choice, 'ms': {w: round(1e3 * s, 3) for w, s in seconds.items()}})
+    store(path, key, {'choice': choice, 'ms': {w: round(1e3 * s, 3) for w, s in seconds.items()}})
     return choice

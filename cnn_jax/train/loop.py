@@ -21,7 +21,8 @@ from cnn_jax.errors import ConfigError
 from cnn_jax.models import pretrained
 from cnn_jax.conv_form import IMPLS as CONV_IMPLS
 from cnn_jax.conv_form import use as conv_impl
-from cnn_jax.train import checkpoint, initial, metrics, optim, parallel, preemption, steps
+from cnn_jax.train import (checkpoint, device_choice, initial, metrics, optim, parallel,
+                           preemption, steps)
 from cnn_jax.train import workdir as workdir_lib
 from cnn_jax.train.losses import CLASSIFICATION_LOSSES
 from cnn_jax.train.state import TrainState
@@ -260,6 +261,15 @@ class _Run:
     tx = optim.create(config.optim, schedule, *_layers_and_trainable(config, model, example_shape))
 
     init = state_initializer(model, tx, example_shape, config)
+    make_step = lambda mesh: steps.make_train_step(model, tx, schedule, config, mesh,
+                                                   optim.kernel_constraint(config.optim))
+    self.train_step = None
+    if device_choice.applies(config):
+      left = self.total_steps - max(checkpoint.complete_steps(workdir), default=0)
+      mesh, self.train_step = device_choice.choose(
+          config, mesh, make_step, init, example_shape, train_source.label_shape,
+          train_source.num_classes, left)
+      self.mesh = mesh
     replicated = parallel.replicated(mesh)
     for name in checkpoint.unfinished(workdir):
       logging.warning('Ignoring %s: a save that never completed (the process was stopped while '
@@ -282,11 +292,10 @@ class _Run:
                       'train, evaluating the restored model. Raise config.num_epochs (or '
                       'config.num_steps) to train further.', start_step, self.total_steps)
     workdir_lib.record(config, workdir, start_step, changed)
-    _log_start(config, workdir, model, state, example_shape, steps_per_epoch, self.total_steps,
-               start_step, self.split_specs)
+    _log_start(config, workdir, model, state, example_shape, mesh, steps_per_epoch,
+               self.total_steps, start_step, self.split_specs)
 
-    self.train_step = steps.make_train_step(model, tx, schedule, config, mesh,
-                                            optim.kernel_constraint(config.optim))
+    self.train_step = self.train_step or make_step(mesh)
     self.eval_step = steps.make_eval_step(model, config.loss, mesh, config.parallel.mode == 'pmap')
     self.writer = MetricWriter(workdir, self.total_steps, start_step)
     self.batches = pipeline.train_batches(train_source, config, mesh, start_step)
@@ -437,17 +446,19 @@ def _layers_and_trainable(config, model, example_shape) -> tuple[list[str], str]
   return layers, ('^' + re.escape(layers[-1]) + '/' if config.init.head_only else '')
 
 
-def _log_start(config, workdir: str, model, state: TrainState, example_shape: tuple,
+def _log_start(config, workdir: str, model, state: TrainState, example_shape: tuple, mesh,
                steps_per_epoch: int, total_steps: int, start_step: int,
                split_specs: dict[str, str]) -> None:
   """What a run is about to do, in a few lines: a log read later says what ran where."""
-  devices = jax.devices()
+  devices = list(mesh.devices.flat)
   params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
   macs = arithmetic.summarize(model, (1, *example_shape), print_fn=None, train=False).total_macs
+  fewer = (f' (of {jax.device_count()}: the fastest, timed)'
+           if len(devices) < jax.device_count() else '')
   logging.info(
-      'Devices: %d x %s (%s) over %d process(es), %d local; parallel mode %r; batch %d global, '
+      'Devices: %d x %s (%s)%s over %d process(es), %d local; parallel mode %r; batch %d global, '
       '%d per device%s; compute dtype %s; convolutions %s; peak learning rate %g.', len(devices),
-      devices[0].device_kind, jax.default_backend(), jax.process_count(),
+      devices[0].device_kind, jax.default_backend(), fewer, jax.process_count(),
       jax.local_device_count(), config.parallel.mode, config.batch_size,
       config.batch_size // len(devices),
       f' in {config.grad_accum_steps} parts' if config.grad_accum_steps > 1 else '',
