@@ -5,7 +5,8 @@ XLA's own CPU convolutions (all but the forward 2-D ones it hands to YNNPACK) us
 device, so a single device leaves the other cores idle; one device per core, with the batch
 sharded over them, uses them all (the loop already runs data-parallel). YNNPACK's kernels and the
 matrix-product forms of `cnn_jax.layers.convolve` are multi-threaded within a device as well;
-a device per core is still ahead with them (docs/performance.md).
+a device per core is still ahead with them (docs/performance.md), and where a step is not, a
+launch trains on fewer (`cnn_jax.train.device_choice`).
 Compiled programs are kept on disk, so a second launch of the same experiment skips its compiles.
 XLA's CPU client allocates a step's buffers afresh at every step, and glibc serves each large one
 from new pages that the kernel must fault in and zero: hundreds of thousands of page faults a

@@ -27,7 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
                                    # and CPU-tuned backward passes);
                                    # auto: mixed on CPUs, xla on GPUs and TPUs
   config.tune_convolutions = True  # under mixed: time each convolution's ways once on this
-                                   # machine, keep the fastest (~/.cache/cnn_jax/tuning.json)
+                                   # machine, keep the fastest (~/.cache/cnn_jax/tuning.json);
+                                   # on CPUs, the devices trained on too (docs/performance.md)
   config.resume = 'auto'           # auto: continue the workdir's run if compatible, else refuse
                                    # restart: archive the workdir's run, start afresh
 
