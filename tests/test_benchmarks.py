@@ -32,6 +32,35 @@ def test_train_step_worker_reports_json(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_default_configuration_reports_the_devices_it_chose(tmp_path):
+  tuning = tmp_path / 'tuning.json'
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             CNN_JAX_TUNING_FILE=str(tuning))
+  out = subprocess.run([sys.executable, 'benchmarks/run.py', '--worker', 'jax', 'lenet5', '2',
+                        'auto', 'float32', 'chosen', '2'], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300, check=True)
+  row = json.loads(out.stdout.strip().splitlines()[-1])
+  entries = json.load(open(tuning, encoding='utf-8'))
+  searched = [e for machine in entries.values() for key, e in machine.items()
+              if key.startswith('train step')]
+  assert len(searched) == 1 and set(searched[0]['ms']) == {'1', '2'}
+  assert row['chosen_from'] == 2 and row['devices'] == searched[0]['devices']
+  assert row['tuned'] and row['compile_s'] > 0 and row['examples_per_s'] > 0
+
+
+def test_the_tables_show_the_default_count_and_its_first_launch():
+  from benchmarks import tables  # pylint: disable=g-import-not-at-top
+  run = lambda devices, tuned, compile_s, **chosen: {
+      'framework': 'cnn_jax', 'devices': devices, 'conv_impl': 'auto', 'tuned': tuned,
+      'examples_per_s': 800.0, 'compile_s': compile_s, 'first_compile_s': 10 * compile_s,
+      **chosen}
+  ours = [run(1, True, 1.0, chosen_from=2), run(2, True, 2.0), run(2, False, 3.0)]
+  assert tables._launch_compile(ours) == '10.0 / 1.0 s (3.0 s)'  # pylint: disable=protected-access
+  assert tables._cell(ours[0]) == '800 (on 1)'  # pylint: disable=protected-access
+  assert tables._config(ours[0]) == 'cnn_jax `auto`, tuned, devices timed (of 2)'  # pylint: disable=protected-access
+
+
+@pytest.mark.slow
 def test_the_compile_benchmark_times_a_launch_to_its_first_step(tmp_path, data_dir):
   """The training log's "First step done" line, read by its own timestamp, falls inside the
   launch and before its end (the evaluation and the checkpoint come after it). Before it, the
