@@ -15,14 +15,19 @@ from cnn_jax import arithmetic, models
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_train_step_worker_reports_json(tmp_path):
-  tuning = tmp_path / 'tuning.json'
+def _lenet5_on_2_devices(tuning, tune: str) -> dict:
+  """The train-step worker's row for LeNet-5 in a 2-device process, two timed steps."""
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
              CNN_JAX_TUNING_FILE=str(tuning))
   out = subprocess.run([sys.executable, 'benchmarks/run.py', '--worker', 'jax', 'lenet5', '2',
-                        'auto', 'float32', 'tuned', '2'], cwd=REPO, env=env, capture_output=True,
+                        'auto', 'float32', tune, '2'], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=300, check=True)
-  row = json.loads(out.stdout.strip().splitlines()[-1])
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_train_step_worker_reports_json(tmp_path):
+  tuning = tmp_path / 'tuning.json'
+  row = _lenet5_on_2_devices(tuning, 'tuned')
   assert row['devices'] == 2 and row['conv_impl'] == 'auto' and row['examples_per_s'] > 0
   assert row['tuned'] and tuning.exists()  # LeNet-5's C5 (16 -> 120 channels, 5x5) was timed
   assert row['params'] == 61_706 and row['compile_s'] > 0 and row['peak_memory_mib'] > 0
@@ -34,12 +39,7 @@ def test_train_step_worker_reports_json(tmp_path):
 @pytest.mark.slow
 def test_the_default_configuration_reports_the_devices_it_chose(tmp_path):
   tuning = tmp_path / 'tuning.json'
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
-             CNN_JAX_TUNING_FILE=str(tuning))
-  out = subprocess.run([sys.executable, 'benchmarks/run.py', '--worker', 'jax', 'lenet5', '2',
-                        'auto', 'float32', 'chosen', '2'], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=300, check=True)
-  row = json.loads(out.stdout.strip().splitlines()[-1])
+  row = _lenet5_on_2_devices(tuning, 'chosen')
   entries = json.load(open(tuning, encoding='utf-8'))
   searched = [e for machine in entries.values() for key, e in machine.items()
               if key.startswith('train step')]

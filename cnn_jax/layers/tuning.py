@@ -12,8 +12,8 @@ share of the batch (the devices share the cores: a way that is fastest alone on 
 not be when each has its part), keeps the fastest in the file, and computes with it. Entries are
 keyed by the machine (the CPU model, its cores, the devices, the JAX version) and the convolution
 (one device's input shape, the kernel, strides, padding, dilation, dtype, the devices, the
-gradients taken), so a later launch pays one lookup per convolution and no timing. The file also keeps the devices
-each train step was timed fastest on (`cnn_jax.train.device_choice`).
+gradients taken), so a later launch pays one lookup per convolution and no timing. The file also
+keeps the devices each train step was timed fastest on (`cnn_jax.train.device_choice`).
 
 The timing runs in a thread of its own: the convolution is met while the step is being traced,
 and a thread starts outside that trace, so its programs run.

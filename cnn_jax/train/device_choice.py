@@ -106,6 +106,8 @@ def choose(config: ml_collections.ConfigDict, mesh: Mesh, make_step: Callable[[M
   step_key = key(config, example_shape, label_shape, num_classes)
   entry = tuning.known(path, step_key)
   if entry and entry['devices'] in counts(len(devices)):
+    logging.info('Training on %d of %d devices: the train step timed fastest on this machine '
+                 '(%s).', entry['devices'], len(devices), console.shown(path))
     return parallel.make_mesh(devices[:entry['devices']]), None
   rng = np.random.default_rng(0)
   batch = {'image': rng.standard_normal((config.batch_size, *example_shape), np.float32),

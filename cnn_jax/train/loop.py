@@ -453,8 +453,7 @@ def _log_start(config, workdir: str, model, state: TrainState, example_shape: tu
   devices = list(mesh.devices.flat)
   params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
   macs = arithmetic.summarize(model, (1, *example_shape), print_fn=None, train=False).total_macs
-  fewer = (f' (of {jax.device_count()}: the fastest, timed)'
-           if len(devices) < jax.device_count() else '')
+  fewer = f' (of {jax.device_count()})' if len(devices) < jax.device_count() else ''
   logging.info(
       'Devices: %d x %s (%s)%s over %d process(es), %d local; parallel mode %r; batch %d global, '
       '%d per device%s; compute dtype %s; convolutions %s; peak learning rate %g.', len(devices),
