@@ -153,15 +153,17 @@ def test_the_launch_marks_a_device_count_it_set(monkeypatch, user_flags):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('mode', ['jit', 'pmap'])
 def test_a_launch_trains_and_resumes_on_the_devices_it_chose(path, data_dir, tmp_path,
-                                                              monkeypatch, caplog):
+                                                              monkeypatch, caplog, mode):
   monkeypatch.setattr(host, '_devices_from_launch', True)
   monkeypatch.setattr(device_choice, '_PAYBACK', 0)  # this short run searches as a long one
   workdir = str(tmp_path / 'run')
   caplog.set_level(logging.INFO)
-  final = loop.train_and_evaluate(digits_config(data_dir, num_steps=3), workdir)
+  final = loop.train_and_evaluate(
+      digits_config(data_dir, num_steps=3, **{'parallel.mode': mode}), workdir)
   assert final['last']['test']['count'] == 400
-  config = digits_config(data_dir)
+  config = digits_config(data_dir, **{'parallel.mode': mode})
   chosen = json.load(open(path, encoding='utf-8'))[tuning.machine()][device_choice.key(
       config, EXAMPLE, (), 10)]['devices']
   tail = ' (of 4)' if chosen < 4 else ''
@@ -169,7 +171,8 @@ def test_a_launch_trains_and_resumes_on_the_devices_it_chose(path, data_dir, tmp
   # Resumed: the choice read back, the checkpoint restored onto its mesh.
   monkeypatch.setattr(device_choice, '_Trial', lambda *a: pytest.fail('timed again'))
   caplog.clear()
-  final = loop.train_and_evaluate(digits_config(data_dir, num_steps=6), workdir)
+  final = loop.train_and_evaluate(
+      digits_config(data_dir, num_steps=6, **{'parallel.mode': mode}), workdir)
   assert f'Training on {chosen} of 4 devices: the train step timed fastest' in caplog.text
   assert checkpoint.manager(workdir, read_only=True).latest_step() == 6
   assert final['last']['test']['count'] == 400
