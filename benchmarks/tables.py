@@ -150,7 +150,8 @@ def _launch_compile(ours: list[dict]) -> str:
   its devices timed where the run has such a one): at the first launch, with nothing tuned yet,
   and later; beside them, the same configuration's with the thresholds."""
   made = lambda r: r.get('chosen_from', r['devices'])
-  launch = [r for r in ours if made(r) == max(map(made, ours)) and r['conv_impl'] == 'auto']
+  most = max(map(made, ours))
+  launch = [r for r in ours if made(r) == most and r['conv_impl'] == 'auto']
   default = max(launch, key=lambda r: (r.get('tuned', False), 'chosen_from' in r))
   if not default.get('tuned'):
     return f'{default["compile_s"]:.1f} s'

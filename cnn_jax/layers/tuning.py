@@ -44,7 +44,7 @@ _TIME_BUDGET_SECONDS = 0.5
 # program differ by far less.
 _BEHIND = 1.25
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # `choose` holds it while it times, then stores
 _loaded: dict[str, dict[str, dict]] = {}  # per file: its entries, as read or written
 
 
@@ -107,20 +107,21 @@ def known(path: str, key: str) -> dict | None:
 
 def store(path: str, key: str, choice: dict) -> None:
   """Adds one entry to the file, keeping what other processes wrote to it meanwhile."""
-  entries = _entries(path)
-  entries.setdefault(machine(), {})[key] = choice
-  try:
-    with open(path, encoding='utf-8') as f:
-      on_disk = json.load(f)
-  except (OSError, ValueError):
-    on_disk = {}
-  for name, tuned in on_disk.items():
-    entries[name] = {**tuned, **entries.get(name, {})}
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  temporary = f'{path}.{os.getpid()}.tmp'
-  with open(temporary, 'w', encoding='utf-8') as f:
-    json.dump(entries, f, indent=1, sort_keys=True)
-  os.replace(temporary, path)
+  with _lock:
+    entries = _entries(path)
+    entries.setdefault(machine(), {})[key] = choice
+    try:
+      with open(path, encoding='utf-8') as f:
+        on_disk = json.load(f)
+    except (OSError, ValueError):
+      on_disk = {}
+    for name, tuned in on_disk.items():
+      entries[name] = {**tuned, **entries.get(name, {})}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = f'{path}.{os.getpid()}.tmp'
+    with open(temporary, 'w', encoding='utf-8') as f:
+      json.dump(entries, f, indent=1, sort_keys=True)
+    os.replace(temporary, path)
 
 
 def _seconds(compiled: Callable, arguments: tuple, fastest: float) -> float:

@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 from cnn_jax import console, host
 from cnn_jax.data import augment
 from cnn_jax.layers import tuning
-from cnn_jax.train import parallel
+from cnn_jax.train import parallel, steps
 
 # The two counts compared run in alternating rounds (the machine's speed drifts), each round
 # stepping for at least this long; a count's fastest round counts.
@@ -38,8 +38,7 @@ _PAYBACK = 10
 def applies(config: ml_collections.ConfigDict) -> bool:
   """Whether this launch chooses its devices: tuning on, a CPU process alone, with more than one
   device and as many as the launch made (a device count the user set is kept)."""
-  return (bool(config.tune_convolutions) and host.tuning_file() is not None
-          and jax.default_backend() == 'cpu' and jax.process_count() == 1
+  return (steps.tuning_file(config) is not None and jax.default_backend() == 'cpu'
           and jax.local_device_count() > 1 and host.devices_from_launch())
 
 
@@ -85,24 +84,24 @@ class _Trial:
 
   def time_round(self, seconds: float = _ROUND_SECONDS) -> None:
     """Steps for at least ``seconds`` (one step at least); keeps the fastest round's mean."""
-    steps, start = 0, time.perf_counter()
-    while not steps or time.perf_counter() - start < seconds:
+    runs, start = 0, time.perf_counter()
+    while not runs or time.perf_counter() - start < seconds:
       self._run()
-      steps += 1
-    self.seconds = min(self.seconds, (time.perf_counter() - start) / steps)
+      runs += 1
+    self.seconds = min(self.seconds, (time.perf_counter() - start) / runs)
 
 
 def choose(config: ml_collections.ConfigDict, mesh: Mesh, make_step: Callable[[Mesh], Callable],
            init: Callable, example_shape: Sequence[int], label_shape: Sequence[int],
-           num_classes: int, steps: int) -> tuple[Mesh, Callable | None]:
+           num_classes: int, steps_left: int) -> tuple[Mesh, Callable | None]:
   """The mesh of ``mesh``'s first devices on which the train step runs fastest, and that step
   compiled (None where the tuning file had the choice and nothing was compiled).
 
-  ``make_step(mesh)`` is the jitted train step for a mesh, ``init()`` a fresh state; ``steps``
-  the run has left to train. A run too short to pay for a search (`_PAYBACK`) keeps ``mesh``
-  and stores nothing.
+  ``make_step(mesh)`` is the jitted train step for a mesh, ``init()`` a fresh state;
+  ``steps_left`` the steps the run has left to train. A run too short to pay for a search
+  (`_PAYBACK`) keeps ``mesh`` and stores nothing.
   """
-  path, devices = host.tuning_file(), list(mesh.devices.flat)
+  path, devices = steps.tuning_file(config), list(mesh.devices.flat)
   step_key = key(config, example_shape, label_shape, num_classes)
   entry = tuning.known(path, step_key)
   if entry and entry['devices'] in counts(len(devices)):
@@ -115,7 +114,7 @@ def choose(config: ml_collections.ConfigDict, mesh: Mesh, make_step: Callable[[M
   best = _Trial(devices, make_step, init, batch)  # the run's own compile, needed anyway
   best.time_round(0)
   trying = best.setup_seconds + 2 * _ROUNDS * max(_ROUND_SECONDS, best.seconds)
-  if steps * best.seconds < _PAYBACK * trying:
+  if steps_left * best.seconds < _PAYBACK * trying:
     return best.mesh, best.step
   logging.info('Timing the train step on fewer devices than %d, once on this machine (kept in '
                '%s).', len(devices), console.shown(path))

@@ -55,6 +55,14 @@ def _float32_outputs(outputs) -> tuple:
   return tuple(z.astype(jnp.float32) for z in outputs)
 
 
+def tuning_file(config: ml_collections.ConfigDict) -> str | None:
+  """The tuning file the train step of ``config`` reads and adds to (`host.tuning_file`); None
+  where it is not tuned."""
+  # Several processes must compile the same program: each timing its own choices might not.
+  return (host.tuning_file() if config.get('tune_convolutions') and jax.process_count() == 1
+          else None)
+
+
 def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule,
                     config: ml_collections.ConfigDict, mesh: Mesh,
                     constraint: optax.GradientTransformation | None = None) -> Callable:
@@ -159,9 +167,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
       logs['loss_scale'] = dynamic_scale.scale
     return new_state, logs
 
-  # Several processes must compile the same program: each timing its own choices might not.
-  tuned = (host.tuning_file() if config.get('tune_convolutions') and jax.process_count() == 1
-           else None)
+  tuned = tuning_file(config)
 
   def step(state: TrainState, batch: dict):
     # The batch is split over the mesh's devices (a per-device program holds one share).
