@@ -13,7 +13,7 @@ import jax
 IMPLS = ('auto', 'xla', 'matmul', 'mixed')
 _default = contextvars.ContextVar('conv_impl', default='auto')
 _batch_groups = contextvars.ContextVar('batch_groups', default=1)
-_tuning = contextvars.ContextVar('tuning', default=(None, 1))
+_tuning = contextvars.ContextVar('tuning', default=(None, 1, None))
 
 
 @contextlib.contextmanager
@@ -61,15 +61,16 @@ def batch_groups() -> int:
 
 
 @contextlib.contextmanager
-def tuning(path: str | None, devices: int = 1) -> Iterator[None]:
+def tuning(path: str | None, devices: int = 1, budget=None) -> Iterator[None]:
   """Makes the CPU rules traced inside the block choose each convolution's way by timing it on
   this machine, keeping the choices in the file at ``path`` (`cnn_jax.layers.tuning`); None (the
   default) leaves the choice to the rules' thresholds. ``devices``: how many devices run what is
   traced at once, each on its share of the batch (they share the cores, so each way is timed on
-  all of them together)."""
+  all of them together). ``budget``: the `tuning.Budget` the timing is charged to; None, no
+  bound."""
   if devices < 1:
     raise ValueError(f'tuning(devices={devices}): expected a number of devices >= 1.')
-  token = _tuning.set((path, devices))
+  token = _tuning.set((path, devices, budget))
   try:
     yield
   finally:
@@ -84,3 +85,8 @@ def tuning_file() -> str | None:
 def tuning_devices() -> int:
   """How many devices `tuning` says run what is traced now at once."""
   return _tuning.get()[1]
+
+
+def tuning_budget():
+  """The `tuning.Budget` `tuning` charges what is traced now to, or None."""
+  return _tuning.get()[2]

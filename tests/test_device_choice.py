@@ -157,7 +157,7 @@ def test_the_launch_marks_a_device_count_it_set(monkeypatch, user_flags):
 def test_a_launch_trains_and_resumes_on_the_devices_it_chose(path, data_dir, tmp_path,
                                                               monkeypatch, caplog, mode):
   monkeypatch.setattr(host, '_devices_from_launch', True)
-  monkeypatch.setattr(device_choice, '_PAYBACK', 0)  # this short run searches as a long one
+  monkeypatch.setattr(tuning, 'PAYBACK', 0)  # this short run tunes and searches as a long one
   workdir = str(tmp_path / 'run')
   caplog.set_level(logging.INFO)
   final = loop.train_and_evaluate(

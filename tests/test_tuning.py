@@ -201,3 +201,73 @@ def test_a_first_layer_is_timed_without_its_input_gradient(inputs, path, monkeyp
   assert key.endswith(', no input gradient')
   assert list(json.load(open(path, encoding='utf-8'))[tuning.machine()]) == [key]
   np.testing.assert_allclose(tuned, _gradients(x, kernel, 'xla')[1], rtol=1e-4, atol=1e-4)
+
+
+def _two_layer_gradients(x, kernels):
+  """Gradients of two 3x3 convolutions in a row, traced afresh."""
+  def loss(x, kernels):
+    for kernel in kernels:
+      x = jnp.sin(convolve(x, kernel, strides=(1, 1), padding=PADDING, kernel_dilation=(1, 1),
+                           impl='mixed'))
+    return jnp.sum(x)
+  return jax.jit(jax.grad(loss, argnums=(0, 1)))(x, kernels)
+
+
+def test_a_budget_times_while_it_would_pay(inputs, path, caplog):
+  """With no steps to win anything back, only the first convolution met is timed; the second is
+  computed by the thresholds and left out of the file. With steps to spare, the first is read
+  back (its time counting towards the step's) and the second timed."""
+  x, kernel = inputs
+  kernels = (kernel, kernel[:, :, :20, :16] * 1.1)
+  xla = _two_layer_gradients(x, kernels)  # under impl='mixed' and no file: the thresholds
+  caplog.set_level('INFO')
+  short = tuning.Budget(steps=0)
+  with conv_form.tuning(path, budget=short):
+    tuned = _two_layer_gradients(x, kernels)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
+                         tuned, xla)
+  entries = json.load(open(path, encoding='utf-8'))[tuning.machine()]
+  first = tuning.signature(x.shape, kernel.shape, (1, 1), PADDING, (1, 1), jnp.float32)
+  assert list(entries) == [first]
+  assert short.spent > 0 and short.step_seconds == pytest.approx(
+      entries[first]['ms'][entries[first]['choice']] / 1e3, abs=1e-6)  # the file keeps µs
+  assert 'too short to repay timing the rest' in caplog.text
+
+  long = tuning.Budget(steps=10**9)
+  with conv_form.tuning(path, budget=long):
+    _two_layer_gradients(x, kernels)
+  entries = json.load(open(path, encoding='utf-8'))[tuning.machine()]
+  assert len(entries) == 2
+  assert long.step_seconds == pytest.approx(
+      sum(entry['ms'][entry['choice']] for entry in entries.values()) / 1e3, abs=2e-6)
+  assert 0 < long.spent < short.spent + long.spent
+
+
+@pytest.mark.parametrize('spent,allowed', [(0.1, True), (0.11, False)])
+def test_a_budget_allows_a_tenth_of_the_steps_known(spent, allowed):
+  budget = tuning.Budget(steps=100)
+  budget.step_seconds, budget.spent = 0.01, spent
+  assert budget.allows() == allowed
+
+
+@pytest.mark.slow
+def test_a_short_run_tunes_no_more_than_it_wins_back(data_dir, tmp_path, monkeypatch, caplog):
+  """A 3-step run of the default model, whose four convolutions the CPU rules take, times the
+  first and no other; a long one (no payback asked) times the other three, reading the first
+  back."""
+  from cnn_jax.train import loop  # pylint: disable=g-import-not-at-top
+  from tests.test_train import digits_config  # pylint: disable=g-import-not-at-top
+  path = tmp_path / 'tuning.json'
+  monkeypatch.setenv('CNN_JAX_TUNING_FILE', str(path))
+  monkeypatch.setattr(tuning, '_loaded', {})
+  caplog.set_level('INFO')
+  config = lambda: digits_config(data_dir, num_steps=3, **{'model.kwargs.widths': (32, 64)})
+  final = loop.train_and_evaluate(config(), str(tmp_path / 'short'))
+  assert final['last']['test']['count'] == 400
+  short = json.load(open(path, encoding='utf-8'))[tuning.machine()]
+  assert len(short) == 1 and next(iter(short)).startswith('x [8, 8, 8, 1]'), short
+  assert 'too short to repay timing the rest' in caplog.text
+  monkeypatch.setattr(tuning, 'PAYBACK', 0)
+  loop.train_and_evaluate(config(), str(tmp_path / 'long'))
+  long = json.load(open(path, encoding='utf-8'))[tuning.machine()]
+  assert len(long) == 4 and long.items() >= short.items(), long

@@ -30,7 +30,7 @@ computes the same maths in one of several forms:
   each product's operands. Being `jax.custom_vjp` rules, they are reverse mode only: forward-mode
   derivatives (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) need 'matmul' or 'xla'. Where a train step
   turns tuning on (`conv_form.tuning`), each of these convolutions is instead computed the way that
-  measured fastest on this machine (`tuning`).
+  measured fastest on this machine (`tuning`), as far as the run has the time to measure them.
 * ``'auto'`` (default): 'mixed' on CPUs, 'xla' on GPUs and TPUs.
 
 The plain forms are in `forms`, the CPU rules in `cpu_rules`; this module picks one (`form`).
@@ -113,11 +113,12 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
   if computation in cpu_rules.RULES and conv_form.tuning_file():
     n = x.shape[0]
     share = (n // batch_groups if n % batch_groups == 0 else n, *x.shape[1:])
-    computation = tuning.choose(
+    tuned = tuning.choose(
         conv_form.tuning_file(), share, kernel.shape, strides, padding, dilation, dtype,
         cpu_rules.plans(computation, padding),
         lambda way, x, kernel: compute(way, x, kernel, strides, padding, dilation, precision),
-        conv_form.tuning_devices(), tuning.differentiated(x, kernel))
+        conv_form.tuning_devices(), tuning.differentiated(x, kernel), conv_form.tuning_budget())
+    computation = tuned or computation  # none where the run has no time to tune it
   return compute(computation, x, kernel, strides, padding, dilation, precision, input_dilation,
                  feature_group_count, batch_groups)
 

@@ -15,6 +15,10 @@ keyed by the machine (the CPU model, its cores, the devices, the JAX version) an
 gradients taken), so a later launch pays one lookup per convolution and no timing. The file also
 keeps the devices each train step was timed fastest on (`cnn_jax.train.device_choice`).
 
+A run tunes only as much as it can win back (`Budget`): a short run of a big model takes the
+thresholds' way for the convolutions it has no time to tune, and stores nothing for them, so a
+longer run tunes them later.
+
 The timing runs in a thread of its own: the convolution is met while the step is being traced,
 and a thread starts outside that trace, so its programs run.
 """
@@ -33,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from absl import logging
+
 from cnn_jax import host
 
 # Each way runs until it has run this many times or for `_TIME_BUDGET_SECONDS`; its fastest run
@@ -43,6 +49,10 @@ _TIME_BUDGET_SECONDS = 0.5
 # A way whose first run is this much slower than the fastest so far runs no more: the runs of one
 # program differ by far less.
 _BEHIND = 1.25
+
+# A run spends on tuning (the convolutions', the devices') at most a tenth of the time it trains
+# for: where the tuned way saves a tenth of the step, the tuning has paid for itself.
+PAYBACK = 10
 
 _lock = threading.RLock()  # `choose` holds it while it times, then stores
 _loaded: dict[str, dict[str, dict]] = {}  # per file: its entries, as read or written
@@ -88,6 +98,28 @@ def differentiated(x: jax.Array, kernel: jax.Array) -> tuple[bool, bool]:
   probe.defvjp(forward, backward, symbolic_zeros=True)
   probe(x, kernel)
   return seen[0] if seen else (True, True)
+
+
+class Budget:
+  """The timing one trace of a run's train step may do: while what the convolutions' timing took
+  is at most a `PAYBACK`-th of the run's ``steps`` steps at the step time known so far, the sum
+  of the fastest ways of the convolutions met so far (the tuned ones' and those read from the
+  file). That sum is less than the step takes and grows with each convolution met, so the
+  estimate never overspends by more than the one convolution timed before it ran out."""
+
+  def __init__(self, steps: int):
+    self.steps, self.step_seconds, self.spent, self._told = steps, 0.0, 0.0, False
+
+  def allows(self) -> bool:
+    """Whether one more convolution may be timed (logging the first time one may not)."""
+    if PAYBACK * self.spent <= self.steps * self.step_seconds:
+      return True
+    if not self._told:
+      logging.info("Timed convolutions for %.1f s: this run's %d steps (%.2g ms or more each) "
+                   'are too short to repay timing the rest, which keep the built-in choice (a '
+                   'longer run times them).', self.spent, self.steps, 1e3 * self.step_seconds)
+      self._told = True
+    return False
 
 
 def _entries(path: str) -> dict[str, dict]:
@@ -173,20 +205,30 @@ def _time_each(ways: Sequence[str], compute: Callable, x_shape, kernel_shape, dt
 def choose(path: str, x_shape: Sequence[int], kernel_shape: Sequence[int],
            strides: Sequence[int], padding: Sequence[tuple[int, int]], dilation: Sequence[int],
            dtype, ways: Sequence[str], compute: Callable[[str, jax.Array, jax.Array], jax.Array],
-           devices: int = 1, gradients: tuple[bool, bool] = (True, True)) -> str:
+           devices: int = 1, gradients: tuple[bool, bool] = (True, True),
+           budget: Budget | None = None) -> str | None:
   """The fastest of ``ways`` for this convolution (``x_shape``: one device's share of the batch,
   on each of ``devices`` devices at once; ``gradients``: whether the step takes those of x and of
   the kernel) on this machine: from the file at ``path``, or timed now (``compute(way, x,
-  kernel)`` computes it) and added to the file."""
+  kernel)`` computes it) and added to the file; None where it is not in the file and ``budget``
+  (None: no bound) allows no more timing."""
   devices = min(devices, jax.local_device_count())
   key = signature(x_shape, kernel_shape, strides, padding, dilation, dtype, devices, gradients)
   with _lock:
     entry = known(path, key)
     if entry and entry['choice'] in ways:
+      if budget is not None:
+        budget.step_seconds += entry['ms'][entry['choice']] / 1e3
       return entry['choice']
+    if budget is not None and not budget.allows():
+      return None
+    start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # outside the trace that met it
       seconds = pool.submit(_time_each, ways, compute, tuple(x_shape), tuple(kernel_shape),
                             dtype, devices, gradients).result()
     choice = min(seconds, key=seconds.get)
     store(path, key, {'choice': choice, 'ms': {w: round(1e3 * s, 3) for w, s in seconds.items()}})
+    if budget is not None:
+      budget.spent += time.perf_counter() - start
+      budget.step_seconds += seconds[choice]
     return choice

@@ -30,9 +30,6 @@ from cnn_jax.train import parallel, steps
 # stepping for at least this long; a count's fastest round counts.
 _ROUNDS = 3
 _ROUND_SECONDS = 0.5
-# Fewer devices are tried only in a run whose steps take this many times what trying costs (a
-# compile and the rounds): there a count that saves a tenth of the step pays for its search.
-_PAYBACK = 10
 
 
 def applies(config: ml_collections.ConfigDict) -> bool:
@@ -98,8 +95,9 @@ def choose(config: ml_collections.ConfigDict, mesh: Mesh, make_step: Callable[[M
   compiled (None where the tuning file had the choice and nothing was compiled).
 
   ``make_step(mesh)`` is the jitted train step for a mesh, ``init()`` a fresh state;
-  ``steps_left`` the steps the run has left to train. A run too short to pay for a search
-  (`_PAYBACK`) keeps ``mesh`` and stores nothing.
+  ``steps_left`` the steps the run has left to train. A run too short to pay for a search (its
+  steps take less than `tuning.PAYBACK` times what trying one more count costs: a compile and the
+  rounds) keeps ``mesh`` and stores nothing.
   """
   path, devices = steps.tuning_file(config), list(mesh.devices.flat)
   step_key = key(config, example_shape, label_shape, num_classes)
@@ -114,7 +112,7 @@ def choose(config: ml_collections.ConfigDict, mesh: Mesh, make_step: Callable[[M
   best = _Trial(devices, make_step, init, batch)  # the run's own compile, needed anyway
   best.time_round(0)
   trying = best.setup_seconds + 2 * _ROUNDS * max(_ROUND_SECONDS, best.seconds)
-  if steps_left * best.seconds < _PAYBACK * trying:
+  if steps_left * best.seconds < tuning.PAYBACK * trying:
     return best.mesh, best.step
   logging.info('Timing the train step on fewer devices than %d, once on this machine (kept in '
                '%s).', len(devices), console.shown(path))

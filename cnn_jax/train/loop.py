@@ -261,11 +261,11 @@ class _Run:
     tx = optim.create(config.optim, schedule, *_layers_and_trainable(config, model, example_shape))
 
     init = state_initializer(model, tx, example_shape, config)
+    left = self.total_steps - max(checkpoint.complete_steps(workdir), default=0)
     make_step = lambda mesh: steps.make_train_step(model, tx, schedule, config, mesh,
-                                                   optim.kernel_constraint(config.optim))
+                                                   optim.kernel_constraint(config.optim), left)
     self.train_step = None
     if device_choice.applies(config):
-      left = self.total_steps - max(checkpoint.complete_steps(workdir), default=0)
       mesh, self.train_step = device_choice.choose(
           config, mesh, make_step, init, example_shape, train_source.label_shape,
           train_source.num_classes, left)

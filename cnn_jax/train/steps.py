@@ -21,6 +21,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 from cnn_jax import conv_form, host
 from cnn_jax.data import augment, mixing
+from cnn_jax.layers import tuning as tuning_lib
 from cnn_jax.train import losses, metrics, parallel
 from cnn_jax.train.state import TrainState
 
@@ -65,8 +66,11 @@ def tuning_file(config: ml_collections.ConfigDict) -> str | None:
 
 def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule,
                     config: ml_collections.ConfigDict, mesh: Mesh,
-                    constraint: optax.GradientTransformation | None = None) -> Callable:
-  """``train_step(state, batch) -> (state, metrics)``, jitted, donating the old state."""
+                    constraint: optax.GradientTransformation | None = None,
+                    steps_left: int | None = None) -> Callable:
+  """``train_step(state, batch) -> (state, metrics)``, jitted, donating the old state.
+  ``steps_left``: the steps the run trains with it, which bound the time its tracing spends
+  tuning convolutions (`tuning.Budget`); None, no bound."""
   per_device = config.parallel.mode == 'pmap'
   loss_fn = losses.CLASSIFICATION_LOSSES[config.loss]
 
@@ -170,9 +174,10 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
   tuned = tuning_file(config)
 
   def step(state: TrainState, batch: dict):
+    budget = None if steps_left is None else tuning_lib.Budget(steps_left)
     # The batch is split over the mesh's devices (a per-device program holds one share).
     with (conv_form.split_batch(1 if per_device else mesh.size),
-          conv_form.tuning(tuned, mesh.size)):
+          conv_form.tuning(tuned, mesh.size, budget)):
       return update(state, batch)
 
   if per_device:
