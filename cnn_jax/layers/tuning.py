@@ -35,9 +35,8 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
 from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from cnn_jax import host
 

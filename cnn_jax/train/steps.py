@@ -21,7 +21,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 from cnn_jax import conv_form, host
 from cnn_jax.data import augment, mixing
-from cnn_jax.layers import tuning as tuning_lib
+from cnn_jax.layers import tuning
 from cnn_jax.train import losses, metrics, parallel
 from cnn_jax.train.state import TrainState
 
@@ -174,7 +174,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
   tuned = tuning_file(config)
 
   def step(state: TrainState, batch: dict):
-    budget = None if steps_left is None else tuning_lib.Budget(steps_left)
+    budget = None if steps_left is None else tuning.Budget(steps_left)
     # The batch is split over the mesh's devices (a per-device program holds one share).
     with (conv_form.split_batch(1 if per_device else mesh.size),
           conv_form.tuning(tuned, mesh.size, budget)):
