@@ -19,7 +19,8 @@ from cnn_jax.layers import forms, taps
 
 # Bytes of copies per chunk of the kernel gradient's product: a chunk's copies stay in the CPU's
 # caches (a few per-core L2s' worth, well under the shared L3), where all at once would be written
-# to memory and read back.
+# to memory and read back. Not tuned: the time is flat over a wide range of sizes around it
+# (docs/performance.md), which other CPUs' caches fall inside.
 CHUNK_BYTES = 3 * 2**20
 # Shares of a window's products that meet inputs rather than padding, under which the tap by tap
 # forms win: the forward pass by tap products (`direct`, against YNNPACK's direct kernels, which
