@@ -8,6 +8,8 @@ Every method is a pure function of ``(model, variables, x, ...)`` with ``x`` a b
 on any registered model (1-D and 2-D) without editing it; figures are in `analysis.plots`.
 """
 
+# The figures, so that `analysis.plots` works after `from cnn_jax import analysis` alone.
+from cnn_jax.analysis import plots  # noqa: F401  pylint: disable=unused-import
 from cnn_jax.analysis.attribution import (GradCAM, deconvnet, grad_cam, guided_backprop,
                                           integrated_gradients, saliency, smoothgrad)
 from cnn_jax.analysis.embeddings import embeddings, tsne
