@@ -221,7 +221,7 @@ def test_a_budget_times_while_it_would_pay(inputs, path, caplog):
   kernels = (kernel, kernel[:, :, :20, :16] * 1.1)
   xla = _two_layer_gradients(x, kernels)  # under impl='mixed' and no file: the thresholds
   caplog.set_level('INFO')
-  short = tuning.Budget(steps=0)
+  short = tuning.Budget(steps=0, step_macs=1)
   with conv_form.tuning(path, budget=short):
     tuned = _two_layer_gradients(x, kernels)
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
@@ -229,24 +229,29 @@ def test_a_budget_times_while_it_would_pay(inputs, path, caplog):
   entries = json.load(open(path, encoding='utf-8'))[tuning.machine()]
   first = tuning.signature(x.shape, kernel.shape, (1, 1), PADDING, (1, 1), jnp.float32)
   assert list(entries) == [first]
-  assert short.spent > 0 and short.step_seconds == pytest.approx(
+  assert short.spent > 0 and short.seconds == pytest.approx(
       entries[first]['ms'][entries[first]['choice']] / 1e3, abs=1e-6)  # the file keeps µs
   assert 'too short to repay timing the rest' in caplog.text
 
-  long = tuning.Budget(steps=10**9)
+  long = tuning.Budget(steps=10**9, step_macs=1)
   with conv_form.tuning(path, budget=long):
     _two_layer_gradients(x, kernels)
   entries = json.load(open(path, encoding='utf-8'))[tuning.machine()]
   assert len(entries) == 2
-  assert long.step_seconds == pytest.approx(
+  assert long.seconds == pytest.approx(
       sum(entry['ms'][entry['choice']] for entry in entries.values()) / 1e3, abs=2e-6)
   assert 0 < long.spent < short.spent + long.spent
 
 
-@pytest.mark.parametrize('spent,allowed', [(0.1, True), (0.11, False)])
-def test_a_budget_allows_a_tenth_of_the_steps_known(spent, allowed):
-  budget = tuning.Budget(steps=100)
-  budget.step_seconds, budget.spent = 0.01, spent
+@pytest.mark.parametrize('met,step_macs,spent,allowed', [
+    ((0.01, 100), 100, 0.1, True), ((0.01, 100), 100, 0.11, False),  # the step is the one met
+    ((0.01, 100), 400, 0.4, True), ((0.01, 100), 400, 0.41, False),  # a quarter of the step met
+    ((0.01, 100), 50, 0.1, True), ((0.01, 100), 50, 0.11, False)])  # never less than those met
+def test_a_budget_allows_a_tenth_of_the_steps_predicted(met, step_macs, spent, allowed):
+  budget = tuning.Budget(steps=100, step_macs=step_macs)
+  assert budget.allows()  # nothing spent yet
+  budget.met(*met)
+  budget.spent = spent
   assert budget.allows() == allowed
 
 

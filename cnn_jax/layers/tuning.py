@@ -15,9 +15,9 @@ keyed by the machine (the CPU model, its cores, the devices, the JAX version) an
 gradients taken), so a later launch pays one lookup per convolution and no timing. The file also
 keeps the devices each train step was timed fastest on (`cnn_jax.train.device_choice`).
 
-A run tunes only as much as it can win back (`Budget`): a short run of a big model takes the
-thresholds' way for the convolutions it has no time to tune, and stores nothing for them, so a
-longer run tunes them later.
+A run tunes only as much as it can win back (`Budget`): a short run takes the thresholds' way for
+the convolutions it has no time to tune, and stores nothing for them, so a longer run tunes them
+later.
 
 The timing runs in a thread of its own: the convolution is met while the step is being traced,
 and a thread starts outside that trace, so its programs run.
@@ -38,7 +38,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from cnn_jax import host
+from cnn_jax import arithmetic, host
 
 # Each way runs until it has run this many times or for `_TIME_BUDGET_SECONDS`; its fastest run
 # counts. The first run is one of them (a compiled program's first run is no slower than the next
@@ -101,22 +101,35 @@ def differentiated(x: jax.Array, kernel: jax.Array) -> tuple[bool, bool]:
 
 class Budget:
   """The timing one trace of a run's train step may do: while what the convolutions' timing took
-  is at most a `PAYBACK`-th of the run's ``steps`` steps at the step time known so far, the sum
-  of the fastest ways of the convolutions met so far (the tuned ones' and those read from the
-  file). That sum is less than the step takes and grows with each convolution met, so the
-  estimate never overspends by more than the one convolution timed before it ran out."""
+  is at most a `PAYBACK`-th of the run's ``steps`` steps at the step time the convolutions met so
+  far predict. That prediction is their fastest ways' time (the tuned ones' and those read from
+  the file) scaled by the step's multiply-adds (``step_macs``: the model's forward pass on one
+  device's share of the batch) over theirs, and never less than their time: it sharpens with
+  each convolution met, so a long run tunes them all, and a short one stops after a few."""
 
-  def __init__(self, steps: int):
-    self.steps, self.step_seconds, self.spent, self._told = steps, 0.0, 0.0, False
+  def __init__(self, steps: int, step_macs: int):
+    self.steps, self.step_macs = steps, step_macs
+    self.spent = 0.0  # seconds of timing so far
+    self.seconds = self.macs = 0  # the convolutions met: their fastest ways, their multiply-adds
+    self._told = False
+
+  def met(self, seconds: float, macs: int) -> None:
+    """Counts a convolution met: its fastest way's ``seconds``, its ``macs`` multiply-adds."""
+    self.seconds += seconds
+    self.macs += macs
+
+  def step_seconds(self) -> float:
+    """The step's time as the convolutions met so far predict it."""
+    return self.seconds * max(1.0, self.step_macs / self.macs) if self.macs else 0.0
 
   def allows(self) -> bool:
     """Whether one more convolution may be timed (logging the first time one may not)."""
-    if PAYBACK * self.spent <= self.steps * self.step_seconds:
+    if PAYBACK * self.spent <= self.steps * self.step_seconds():
       return True
     if not self._told:
-      logging.info("Timed convolutions for %.1f s: this run's %d steps (%.2g ms or more each) "
-                   'are too short to repay timing the rest, which keep the built-in choice (a '
-                   'longer run times them).', self.spent, self.steps, 1e3 * self.step_seconds)
+      logging.info("Timed convolutions for %.1f s: this run's %d steps (about %s ms each) are "
+                   'too short to repay timing the rest, which keep the built-in choice (a longer '
+                   'run times them).', self.spent, self.steps, f'{1e3 * self.step_seconds():,.1f}')
       self._told = True
     return False
 
@@ -214,10 +227,12 @@ def choose(path: str, x_shape: Sequence[int], kernel_shape: Sequence[int],
   devices = min(devices, jax.local_device_count())
   key = signature(x_shape, kernel_shape, strides, padding, dilation, dtype, devices, gradients)
   with _lock:
+    macs = x_shape[0] * math.prod(kernel_shape) * math.prod(arithmetic.conv_output_shape(
+        x_shape[1:-1], kernel_shape[:-2], strides, padding, dilation))
     entry = known(path, key)
     if entry and entry['choice'] in ways:
       if budget is not None:
-        budget.step_seconds += entry['ms'][entry['choice']] / 1e3
+        budget.met(entry['ms'][entry['choice']] / 1e3, macs)
       return entry['choice']
     if budget is not None and not budget.allows():
       return None
@@ -229,5 +244,5 @@ def choose(path: str, x_shape: Sequence[int], kernel_shape: Sequence[int],
     store(path, key, {'choice': choice, 'ms': {w: round(1e3 * s, 3) for w, s in seconds.items()}})
     if budget is not None:
       budget.spent += time.perf_counter() - start
-      budget.step_seconds += seconds[choice]
+      budget.met(seconds[choice], macs)
     return choice

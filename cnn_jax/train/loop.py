@@ -262,8 +262,9 @@ class _Run:
 
     init = state_initializer(model, tx, example_shape, config)
     left = self.total_steps - max(checkpoint.complete_steps(workdir), default=0)
-    make_step = lambda mesh: steps.make_train_step(model, tx, schedule, config, mesh,
-                                                   optim.kernel_constraint(config.optim), left)
+    macs = arithmetic.summarize(model, (1, *example_shape), print_fn=None, train=False).total_macs
+    make_step = lambda mesh: steps.make_train_step(
+        model, tx, schedule, config, mesh, optim.kernel_constraint(config.optim), left, macs)
     self.train_step = None
     if device_choice.applies(config):
       mesh, self.train_step = device_choice.choose(
@@ -292,7 +293,7 @@ class _Run:
                       'train, evaluating the restored model. Raise config.num_epochs (or '
                       'config.num_steps) to train further.', start_step, self.total_steps)
     workdir_lib.record(config, workdir, start_step, changed)
-    _log_start(config, workdir, model, state, example_shape, mesh, steps_per_epoch,
+    _log_start(config, workdir, state, example_shape, macs, mesh, steps_per_epoch,
                self.total_steps, start_step, self.split_specs)
 
     self.train_step = self.train_step or make_step(mesh)
@@ -446,13 +447,13 @@ def _layers_and_trainable(config, model, example_shape) -> tuple[list[str], str]
   return layers, ('^' + re.escape(layers[-1]) + '/' if config.init.head_only else '')
 
 
-def _log_start(config, workdir: str, model, state: TrainState, example_shape: tuple, mesh,
+def _log_start(config, workdir: str, state: TrainState, example_shape: tuple, macs: int, mesh,
                steps_per_epoch: int, total_steps: int, start_step: int,
                split_specs: dict[str, str]) -> None:
-  """What a run is about to do, in a few lines: a log read later says what ran where."""
+  """What a run is about to do, in a few lines: a log read later says what ran where (``macs``:
+  the model's multiply-adds per example)."""
   devices = list(mesh.devices.flat)
   params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
-  macs = arithmetic.summarize(model, (1, *example_shape), print_fn=None, train=False).total_macs
   fewer = f' (of {jax.device_count()})' if len(devices) < jax.device_count() else ''
   logging.info(
       'Devices: %d x %s (%s)%s over %d process(es), %d local; parallel mode %r; batch %d global, '

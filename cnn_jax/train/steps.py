@@ -67,10 +67,11 @@ def tuning_file(config: ml_collections.ConfigDict) -> str | None:
 def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule,
                     config: ml_collections.ConfigDict, mesh: Mesh,
                     constraint: optax.GradientTransformation | None = None,
-                    steps_left: int | None = None) -> Callable:
+                    steps_left: int | None = None, example_macs: int = 0) -> Callable:
   """``train_step(state, batch) -> (state, metrics)``, jitted, donating the old state.
-  ``steps_left``: the steps the run trains with it, which bound the time its tracing spends
-  tuning convolutions (`tuning.Budget`); None, no bound."""
+  ``steps_left`` (the steps the run trains with it) and ``example_macs`` (the model's
+  multiply-adds per example) bound the time its tracing spends tuning convolutions
+  (`tuning.Budget`); ``steps_left=None``: no bound."""
   per_device = config.parallel.mode == 'pmap'
   loss_fn = losses.CLASSIFICATION_LOSSES[config.loss]
 
@@ -174,7 +175,8 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
   tuned = tuning_file(config)
 
   def step(state: TrainState, batch: dict):
-    budget = None if steps_left is None else tuning.Budget(steps_left)
+    budget = (None if steps_left is None else
+              tuning.Budget(steps_left, example_macs * config.batch_size // mesh.size))
     # The batch is split over the mesh's devices (a per-device program holds one share).
     with (conv_form.split_batch(1 if per_device else mesh.size),
           conv_form.tuning(tuned, mesh.size, budget)):
