@@ -240,7 +240,9 @@ def test_a_budget_times_while_it_would_pay(inputs, path, caplog):
   assert len(entries) == 2
   assert long.seconds == pytest.approx(
       sum(entry['ms'][entry['choice']] for entry in entries.values()) / 1e3, abs=2e-6)
-  assert 0 < long.spent < short.spent + long.spent
+  first_macs, second_macs = 4 * 6 * 6 * 3 * 3 * 24 * 20, 4 * 6 * 6 * 3 * 3 * 20 * 16
+  assert short.macs == first_macs and long.macs == first_macs + second_macs
+  assert long.spent > 0  # the second timed
 
 
 @pytest.mark.parametrize('met,step_macs,spent,allowed', [
