@@ -7,13 +7,23 @@ them (the layers, the train step, `cnn_jax.arithmetic`'s tracer) imports nothing
 import contextlib
 import contextvars
 from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import jax
 
 IMPLS = ('auto', 'xla', 'matmul', 'mixed')
 _default = contextvars.ContextVar('conv_impl', default='auto')
 _batch_groups = contextvars.ContextVar('batch_groups', default=1)
-_tuning = contextvars.ContextVar('tuning', default=(None, 1, None))
+
+
+class Tuning(NamedTuple):
+  """What `tuning` set for what is traced now (`tuned`)."""
+  path: str | None  # the tuning file; None: the rules' thresholds choose
+  devices: int  # how many devices run what is traced at once
+  budget: Any  # the `tuning.Budget` the timing is charged to; None: no bound
+
+
+_tuning = contextvars.ContextVar('tuning', default=Tuning(None, 1, None))
 
 
 @contextlib.contextmanager
@@ -70,23 +80,13 @@ def tuning(path: str | None, devices: int = 1, budget=None) -> Iterator[None]:
   bound."""
   if devices < 1:
     raise ValueError(f'tuning(devices={devices}): expected a number of devices >= 1.')
-  token = _tuning.set((path, devices, budget))
+  token = _tuning.set(Tuning(path, devices, budget))
   try:
     yield
   finally:
     _tuning.reset(token)
 
 
-def tuning_file() -> str | None:
-  """The file `tuning` names for what is traced now, or None."""
-  return _tuning.get()[0]
-
-
-def tuning_devices() -> int:
-  """How many devices `tuning` says run what is traced now at once."""
-  return _tuning.get()[1]
-
-
-def tuning_budget():
-  """The `tuning.Budget` `tuning` charges what is traced now to, or None."""
-  return _tuning.get()[2]
+def tuned() -> Tuning:
+  """What `tuning` set for what is traced now: no file, one device and no bound outside it."""
+  return _tuning.get()

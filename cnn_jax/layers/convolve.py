@@ -110,15 +110,16 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
   computation = form(impl, kernel.shape, feature_group_count, input_dilation, dtype=dtype,
                      sizes=(sizes, out_sizes))
   batch_groups = conv_form.batch_groups()
-  if computation in cpu_rules.RULES and conv_form.tuning_file():
+  tuned = conv_form.tuned()
+  if computation in cpu_rules.RULES and tuned.path:
     n = x.shape[0]
     share = (n // batch_groups if n % batch_groups == 0 else n, *x.shape[1:])
-    tuned = tuning.choose(
-        conv_form.tuning_file(), share, kernel.shape, strides, padding, dilation, dtype,
+    chosen = tuning.choose(
+        tuned.path, share, kernel.shape, strides, padding, dilation, dtype,
         cpu_rules.plans(computation, padding),
         lambda way, x, kernel: compute(way, x, kernel, strides, padding, dilation, precision),
-        conv_form.tuning_devices(), tuning.differentiated(x, kernel), conv_form.tuning_budget())
-    computation = tuned or computation  # none where the run has no time to tune it
+        tuned.devices, tuning.differentiated(x, kernel), tuned.budget)
+    computation = chosen or computation  # none where the run has no time to tune it
   return compute(computation, x, kernel, strides, padding, dilation, precision, input_dilation,
                  feature_group_count, batch_groups)
 

@@ -226,9 +226,10 @@ def choose(path: str, x_shape: Sequence[int], kernel_shape: Sequence[int],
   (None: no bound) allows no more timing."""
   devices = min(devices, jax.local_device_count())
   key = signature(x_shape, kernel_shape, strides, padding, dilation, dtype, devices, gradients)
+  window = kernel_shape[:-2]
+  macs = x_shape[0] * arithmetic.conv_macs(arithmetic.conv_output_shape(
+      x_shape[1:-1], window, strides, padding, dilation), window, *kernel_shape[-2:])
   with _lock:
-    macs = x_shape[0] * math.prod(kernel_shape) * math.prod(arithmetic.conv_output_shape(
-        x_shape[1:-1], kernel_shape[:-2], strides, padding, dilation))
     entry = known(path, key)
     if entry and entry['choice'] in ways:
       if budget is not None:
